@@ -1,0 +1,1 @@
+"""tap-scale: Singer tap for Scale AI's v2 data API."""

@@ -1,0 +1,190 @@
+"""Scale Annotation objects of every type, in full (`opts=annotation_details`) form.
+
+The renderer cuts them down to `key` and `value` when the client does not ask for details.
+Some annotations are marked not applicable or cannot-assess (and then carry no value), and some
+carry `rater_confidence`, a field no published model lists, standing for whatever Scale adds next.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from tap_scale.testing.files import basic_file
+
+if t.TYPE_CHECKING:
+    import random
+    from collections.abc import Sequence
+
+    from tap_scale.testing.texts import Writer
+
+JsonObject = dict[str, t.Any]
+
+ANNOTATION_TYPES = (
+    "integer",
+    "boolean",
+    "text",
+    "category",
+    "category_multiple",
+    "ranked_choices",
+    "ranked_groups",
+    "labeled_text",
+    "file",
+    "rubric_criteria",
+    "rubric_rating",
+    "workspace_container",
+)
+
+_NOT_APPLICABLE_RATE = 0.04
+_CANNOT_ASSESS_RATE = 0.04
+_CONFIDENCE_RATE = 0.3
+_RATING_COLORS = ("red", "orange", "yellow", "green")
+
+
+class Annotator:
+    """Makes the annotations of one task with that task's Random."""
+
+    def __init__(self, rng: random.Random, writer: Writer) -> None:
+        """Draw ids, skips and values from this Random; write comments with this writer."""
+        self._rng = rng
+        self._writer = writer
+
+    def make(  # noqa: PLR0913 - mirrors the Annotation model's optional fields
+        self,
+        key: str,
+        annotation_type: str,
+        value: object,
+        *,
+        title: str,
+        description: str | None = None,
+        labels: Sequence[str] | None = None,
+        possible_values: Sequence[object] | None = None,
+        criteria: str | None = None,
+        skippable: bool = False,
+    ) -> JsonObject:
+        """An annotation; a `skippable` one is sometimes not applicable or cannot be assessed."""
+        annotation: JsonObject = {
+            "id": f"an_{self._rng.getrandbits(48):012x}",
+            "key": key,
+            "type": annotation_type,
+            "title": title,
+        }
+        if description is not None:
+            annotation["description"] = description
+        if labels is not None:
+            annotation["labels"] = list(labels)
+        skip = self._rng.random() if skippable else 1.0
+        if skippable:
+            annotation["not_applicable"] = skip < _NOT_APPLICABLE_RATE
+            annotation["cannot_assess"] = (
+                _NOT_APPLICABLE_RATE <= skip < _NOT_APPLICABLE_RATE + _CANNOT_ASSESS_RATE
+            )
+        annotation["metadata"] = {"criteria": criteria} if criteria else {}
+        if skip >= _NOT_APPLICABLE_RATE + _CANNOT_ASSESS_RATE:
+            if annotation_type in {"integer", "category", "ranked_choices"}:
+                annotation["justification"] = self._writer.comment()
+            annotation["value"] = value
+        if possible_values is not None:
+            annotation["possible_values"] = list(possible_values)
+        if self._rng.random() < _CONFIDENCE_RATE:
+            annotation["rater_confidence"] = round(self._rng.uniform(0.5, 1.0), 2)
+        return annotation
+
+    def integer(
+        self, key: str, title: str, value: int, *, scale: tuple[int, int] = (1, 5)
+    ) -> JsonObject:
+        """A score on an integer scale, e.g. a 1-5 rating or a 1-7 Likert preference."""
+        low, high = scale
+        return self.make(
+            key,
+            "integer",
+            value,
+            title=title,
+            description=f"Rate from {low} (worst) to {high} (best).",
+            possible_values=range(low, high + 1),
+            criteria=f"{low} = fails the criterion, {high} = fully meets it",
+            skippable=True,
+        )
+
+    def boolean(self, key: str, title: str, *, value: bool) -> JsonObject:
+        """A yes/no judgement."""
+        return self.make(key, "boolean", value, title=title, possible_values=[True, False])
+
+    def text(self, key: str, title: str, value: str) -> JsonObject:
+        """Free text, such as a justification or a rewrite."""
+        return self.make(key, "text", value, title=title)
+
+    def category(self, key: str, title: str, value: str, choices: Sequence[str]) -> JsonObject:
+        """One choice among labels."""
+        return self.make(
+            key, "category", value, title=title, labels=choices, possible_values=choices
+        )
+
+    def category_multiple(
+        self, key: str, title: str, values: Sequence[str], choices: Sequence[str]
+    ) -> JsonObject:
+        """Any number of choices among labels."""
+        return self.make(
+            key,
+            "category_multiple",
+            list(values),
+            title=title,
+            labels=choices,
+            possible_values=choices,
+            skippable=True,
+        )
+
+    def ranked_choices(self, key: str, title: str, ranking: Sequence[str]) -> JsonObject:
+        """Choices in order of preference, best first."""
+        return self.make(
+            key, "ranked_choices", list(ranking), title=title, possible_values=sorted(ranking)
+        )
+
+    def ranked_groups(self, key: str, title: str, groups: Sequence[Sequence[str]]) -> JsonObject:
+        """Tiers of choices, best tier first; choices within a tier are tied."""
+        return self.make(key, "ranked_groups", [list(group) for group in groups], title=title)
+
+    def labeled_text(
+        self, key: str, title: str, spans: Sequence[tuple[str, str]], labels: Sequence[str]
+    ) -> JsonObject:
+        """Spans of text, each with a label."""
+        value = [{"label": label, "text": text} for label, text in spans]
+        return self.make(key, "labeled_text", value, title=title, labels=labels)
+
+    def file(self, key: str, title: str, *, several: bool) -> JsonObject:
+        """A file (or a list of files) a rater attached."""
+        files = [
+            basic_file(self._rng, f"notes_{n}.txt", self._writer.comment())
+            for n in range(2 if several else 1)
+        ]
+        return self.make(key, "file", files if several else files[0], title=title)
+
+    def rubric_criteria(self, key: str, criterion: str, weight: int, category: str) -> JsonObject:
+        """How one rubric criterion is defined and weighted."""
+        value = {"weight": weight, "criterion": criterion, "category": category}
+        return self.make(key, "rubric_criteria", value, title="Criterion definition")
+
+    def rubric_rating(self, key: str, score: int, max_score: int) -> JsonObject:
+        """How a response scored on one rubric criterion."""
+        color = _RATING_COLORS[
+            min(len(_RATING_COLORS) - 1, score * len(_RATING_COLORS) // max(1, max_score))
+        ]
+        value = {"score": score, "color": color, "justification": self._writer.comment()}
+        return self.make(key, "rubric_rating", value, title="Criterion rating")
+
+    def workspace_container(self, key: str, *, passed: bool) -> JsonObject:
+        """A code workspace a rater ran the response in, with its last run's output."""
+        workspace_id = f"ws_{self._rng.getrandbits(48):012x}"
+        value = {
+            "workspace_id": workspace_id,
+            "workspace_config": {"image": "python:3.12-slim", "timeout_seconds": 60},
+            "last_code_run_event": {
+                "exit_code": 0 if passed else 1,
+                "duration_ms": self._rng.randint(80, 9000),
+            },
+            "output_files": [basic_file(self._rng, "result.txt", "ok" if passed else "failed")],
+            "stdout_output": "3 passed" if passed else "1 failed, 2 passed",
+            "stderr_output": "" if passed else "AssertionError: expected 42, got 41",
+            "test_stdout_output": "collected 3 items",
+            "test_stderr_output": "",
+        }
+        return self.make(key, "workspace_container", value, title="Code execution")

@@ -1,0 +1,150 @@
+"""Keyset pagination with opaque, signed `next_token`s bound to the query that issued them.
+
+Results are ordered by a key derived from each id's hash, so they look shuffled (Scale promises
+no order) yet are deterministic. A token names the last key served, not an offset: an item
+inserted mid-pagination lands wherever its key falls, before or after the cursor, as it would
+on a real keyset-paginated API.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import typing as t
+from bisect import bisect_right
+
+from tap_scale.testing.params import bad_request
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+
+T = t.TypeVar("T")
+
+KEY_BYTES = 12
+_SCOPE_BYTES = 16
+_MAC_BYTES = 16
+_VERSION = b"\x01"
+_TOKEN_BYTES = len(_VERSION) + _SCOPE_BYTES + KEY_BYTES + _MAC_BYTES
+
+
+def order_key(item_id: str) -> bytes:
+    """The stable pseudo-random position of an id in every listing."""
+    return hashlib.sha256(item_id.encode()).digest()[:KEY_BYTES]
+
+
+class SortedIndex:
+    """Ids kept in order of their keys, for keyset pages."""
+
+    __slots__ = ("_ids", "_keys")
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        """Index these ids, sorting once (inserting one by one would be quadratic)."""
+        pairs = sorted((order_key(item_id), item_id) for item_id in ids)
+        self._keys = [key for key, _ in pairs]
+        self._ids = [item_id for _, item_id in pairs]
+
+    def __len__(self) -> int:
+        """How many ids are indexed."""
+        return len(self._ids)
+
+    def insert(self, item_id: str) -> None:
+        """Add an id at the position its key gives it."""
+        key = order_key(item_id)
+        position = bisect_right(self._keys, key)
+        self._keys.insert(position, key)
+        self._ids.insert(position, item_id)
+
+    def ids(self) -> list[str]:
+        """Every id, in listing order."""
+        return list(self._ids)
+
+    def after(self, key: bytes | None) -> Iterator[tuple[bytes, str]]:
+        """(key, id) pairs strictly after `key` (all of them when `key` is None), in order."""
+        start = 0 if key is None else bisect_right(self._keys, key)
+        for position in range(start, len(self._ids)):
+            yield self._keys[position], self._ids[position]
+
+
+def keyset_page(
+    index: SortedIndex, after: bytes | None, limit: int, accept: Callable[[str], T | None]
+) -> tuple[list[T], bytes | None]:
+    """One page of accepted items after a cursor, and the cursor of the next page if any.
+
+    `accept` maps an id to the item to serve, or None to filter it out. The next cursor is
+    returned only when another accepted item exists, so the last page carries no token.
+    """
+    items: list[T] = []
+    last: bytes | None = None
+    for key, item_id in index.after(after):
+        item = accept(item_id)
+        if item is None:
+            continue
+        if len(items) == limit:
+            return items, last
+        items.append(item)
+        last = key
+    return items, None
+
+
+def query_scope(path: str, params: Mapping[str, Sequence[str]]) -> bytes:
+    """A digest of the endpoint and every parameter except `next_token`.
+
+    Repeated values are sorted, since `opts=a&opts=b` and `opts=b&opts=a` ask the same thing.
+    """
+    canonical = sorted((name, sorted(values)) for name, values in params.items())
+    text = json.dumps([path, [pair for pair in canonical if pair[0] != "next_token"]])
+    return hashlib.sha256(text.encode()).digest()[:_SCOPE_BYTES]
+
+
+class PageTokens:
+    """Issues and checks `next_token`s, signed with a secret of one simulator instance."""
+
+    def __init__(self, secret: bytes) -> None:
+        """Sign with this secret; tokens from another instance are refused."""
+        self._secret = secret
+
+    def issue(self, scope: bytes, last_key: bytes) -> str:
+        """A token resuming after `last_key`, valid only for the query with this scope."""
+        payload = _VERSION + scope + last_key
+        return _b64encode(payload + self._mac(payload))
+
+    def resume_after(self, token: str, scope: bytes) -> bytes:
+        """The key a token resumes after, if it is genuine and was issued for this query.
+
+        Raises:
+            ApiError: 400 for a token that is not one of ours, or one issued for other parameters.
+        """
+        raw = _b64decode(token)
+        if raw is None or len(raw) != _TOKEN_BYTES or not raw.startswith(_VERSION):
+            message = "Invalid next_token: it is not a token this API issued."
+            raise bad_request(message)
+        payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+        if not hmac.compare_digest(mac, self._mac(payload)):
+            message = "Invalid next_token: it is not a token this API issued."
+            raise bad_request(message)
+        if not hmac.compare_digest(payload[len(_VERSION) : len(_VERSION) + _SCOPE_BYTES], scope):
+            message = (
+                "Invalid next_token: it was issued for a different query. Repeat the first "
+                "request's parameters unchanged and add only next_token."
+            )
+            raise bad_request(message)
+        return payload[len(_VERSION) + _SCOPE_BYTES :]
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._secret, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(token: str) -> bytes | None:
+    if not token.isascii():
+        return None
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        return None

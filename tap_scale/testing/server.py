@@ -1,0 +1,176 @@
+"""The HTTP side: a threaded HTTP/1.1 server with keep-alive, and the faults applied to it."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+import typing as t
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from tap_scale.testing.faults import invalid_json, rate_limited, server_error
+
+if t.TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from tap_scale.testing.api import Reply, ScaleApi
+    from tap_scale.testing.faults import Faults
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to send for one request.
+
+    Attributes:
+        reply: The response, or None to close the connection without one.
+        cut_at: When set, send only this many bytes of the body, then close the connection.
+        fault: The fault that shaped the outcome, if any (for the request log).
+    """
+
+    reply: Reply | None
+    cut_at: int | None = None
+    fault: str | None = None
+
+
+def respond_with_faults(
+    api: ScaleApi,
+    faults: Faults,
+    request: tuple[str, str, Mapping[str, Sequence[str]], str | None],
+) -> Outcome:
+    """Answer a request through the API, letting the configured faults spoil it."""
+    method, path, params, authorization = request
+    if not faults.applies_to(path):
+        return Outcome(api.handle(method, path, params, authorization))
+    if faults.slow_seconds > 0:
+        time.sleep(faults.slow_seconds)
+    # A rate limiter or a load balancer sits in front of the API: these faults come before
+    # authentication, as a 429 or a 502 would.
+    refused = _refusal(faults)
+    if refused is not None:
+        return refused
+    reply = api.handle(method, path, params, authorization)
+    if reply.status != HTTPStatus.OK:  # only successful bodies are spoiled
+        return Outcome(reply)
+    return _spoiled(faults, reply)
+
+
+def _refusal(faults: Faults) -> Outcome | None:
+    strike = faults.draw_before_handling()
+    if strike is None:
+        return None
+    if strike.name == "dropped_connection":
+        return Outcome(None, fault=strike.name)
+    if strike.name == "rate_limit":
+        return Outcome(rate_limited(faults.retry_after), fault=strike.name)
+    return Outcome(server_error(strike.turn), fault=strike.name)
+
+
+def _spoiled(faults: Faults, reply: Reply) -> Outcome:
+    strike = faults.draw_after_handling()
+    if strike is None:
+        return Outcome(reply)
+    if strike.name == "truncated_body":
+        return Outcome(reply, cut_at=len(reply.body) // 2, fault=strike.name)
+    return Outcome(invalid_json(reply, strike.turn), fault=strike.name)
+
+
+# (method, path, query parameters, Authorization header) -> what to send
+Respond = t.Callable[[str, str, dict[str, list[str]], "str | None"], Outcome]
+
+
+class SimulatorHTTPServer(ThreadingHTTPServer):
+    """A threaded server that can also close the keep-alive connections it holds open."""
+
+    daemon_threads = True
+    # Idle keep-alive connections would make server_close() wait; stop() closes them instead.
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], respond: Respond) -> None:
+        """Bind to `address` (port 0 picks a free port) and answer with `respond`."""
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.respond = respond
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: t.Any, client_address: t.Any) -> None:  # noqa: ANN401 - socketserver's own signature
+        """Remember the connection, then serve it in its own thread."""
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: t.Any) -> None:  # noqa: ANN401 - socketserver's own signature
+        """Forget the connection and close it."""
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Close every open connection, so that no thread goes on serving after a stop."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # already closed by the client
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections as with the real API
+    server_version = "ScaleSimulator/1.0"
+    timeout = 120  # close idle keep-alive connections, as a load balancer does
+    # Headers and body go out in two writes; with Nagle's algorithm the second waits for the
+    # client's delayed ACK, adding ~40 ms to every keep-alive response.
+    disable_nagle_algorithm = True
+    server: SimulatorHTTPServer
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def version_string(self) -> str:
+        """The Server header: the simulator's name, not Python's version."""
+        return self.server_version
+
+    def log_message(self, format: str, *args: t.Any) -> None:  # noqa: A002, ANN401 - overridden signature
+        """Log nothing: tests read `ScaleSimulator.requests` instead of stderr."""
+
+    def _serve(self) -> None:
+        # Read any request body so the next request on this connection starts where it should.
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > 0:
+            self.rfile.read(length)
+        url = urlsplit(self.path)
+        params = parse_qs(url.query, keep_blank_values=True)
+        outcome = self.server.respond(
+            self.command, url.path, params, self.headers.get("Authorization")
+        )
+        if outcome.reply is None:
+            self.close_connection = True  # no byte sent: the client sees the socket close
+            return
+        reply = outcome.reply
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if outcome.cut_at is None:
+            self.wfile.write(reply.body)
+            return
+        self.wfile.write(reply.body[: outcome.cut_at])
+        self.close_connection = True

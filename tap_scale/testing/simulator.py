@@ -1,0 +1,292 @@
+"""`ScaleSimulator`: a simulated Scale account served over HTTP, its truth, and its controls."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import typing as t
+from collections import deque
+
+from tap_scale.testing.api import ScaleApi, redact
+from tap_scale.testing.data import World
+from tap_scale.testing.faults import Faults
+from tap_scale.testing.render import ALL_OPTS, Renderer
+from tap_scale.testing.server import Outcome, SimulatorHTTPServer, respond_with_faults
+
+if t.TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+    from tap_scale.testing.records import TaskRecord
+
+JsonObject = dict[str, t.Any]
+
+# Looks like a Scale test key (`test_...`), so it can never be mistaken for a live one.
+DEFAULT_API_KEY = "test_simulator_key"
+REQUEST_LOG_LIMIT = 100_000
+
+
+class ScaleSimulator:
+    """A local, faithful implementation of Scale's v2 read API over a generated account.
+
+    Use it as a context manager (or call `start` and `stop`); point a client at `url` with
+    `api_key`. The world is generated from `seed`, so the same arguments give the same tasks.
+    The methods named after objects (`projects`, `tasks`, ...) return the truth, rendered as the
+    API renders it, for tests to compare against; `add_tasks`, `complete_tasks` and `deliver`
+    change the world between runs; `faults` switches failures on; `requests` logs what was asked.
+    """
+
+    def __init__(  # noqa: PLR0913 - every knob is keyword-only and has a default
+        self,
+        *,
+        seed: int = 0,
+        projects: int = 3,
+        batches_per_project: int = 2,
+        tasks_per_project: int = 60,
+        api_key: str = DEFAULT_API_KEY,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        """Generate the world; nothing is served until `start`."""
+        self.api_key = api_key
+        self.faults = Faults()
+        self._world = World(
+            seed=seed,
+            projects=projects,
+            batches_per_project=batches_per_project,
+            tasks_per_project=tasks_per_project,
+        )
+        self._store = self._world.store
+        self._render = Renderer(self._store)
+        # A fresh secret per instance: tokens are opaque and useless against another simulator.
+        self._api = ScaleApi(self._store, api_key, secrets.token_bytes(32))
+        self._address = (host, port)
+        self._server: SimulatorHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._log: deque[JsonObject] = deque(maxlen=REQUEST_LOG_LIMIT)
+        self._log_lock = threading.Lock()
+
+    # Serving
+
+    @property
+    def url(self) -> str:
+        """The base URL including `/v2`, e.g. `http://127.0.0.1:41234/v2`."""
+        if self._server is None:
+            message = "the simulator is not serving; call start() first"
+            raise RuntimeError(message)
+        host, port = self._server.server_address[:2]
+        host_text = host.decode() if isinstance(host, bytes) else host
+        if ":" in host_text:
+            host_text = f"[{host_text}]"
+        return f"http://{host_text}:{port}/v2"
+
+    def start(self) -> Self:
+        """Bind and serve in a daemon thread; returns self."""
+        if self._server is None:
+            self._server = SimulatorHTTPServer(self._address, self._respond)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="scale-simulator",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every connection."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if thread is not None:
+            thread.join()
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        """Start serving."""
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop serving."""
+        self.stop()
+
+    def _respond(
+        self, method: str, path: str, params: dict[str, list[str]], authorization: str | None
+    ) -> Outcome:
+        outcome = respond_with_faults(self._api, self.faults, (method, path, params, authorization))
+        # The key travels in a header, which is never logged; one pasted into the URL is masked.
+        entry = {
+            "method": method,
+            "path": redact(path, self.api_key),
+            "params": {
+                redact(name, self.api_key): [redact(value, self.api_key) for value in values]
+                for name, values in params.items()
+            },
+            "status": 0 if outcome.reply is None else outcome.reply.status,
+            "fault": outcome.fault,
+        }
+        with self._log_lock:
+            self._log.append(entry)
+        return outcome
+
+    @property
+    def requests(self) -> list[JsonObject]:
+        """Handled requests, oldest first: method, path, params, status (0: none sent), fault."""
+        with self._log_lock:
+            return list(self._log)
+
+    def reset_log(self) -> None:
+        """Forget the requests handled so far."""
+        with self._log_lock:
+            self._log.clear()
+
+    # The truth, rendered as the API renders it
+
+    @property
+    def projects(self) -> list[JsonObject]:
+        """Every Project."""
+        with self._store.lock:
+            projects = list(self._store.projects.values())
+        return [self._render.project(project) for project in projects]
+
+    def batches(self, project_id: str | None = None) -> list[JsonObject]:
+        """Every Batch of a project (of every project when None), in listing order."""
+        with self._store.lock:
+            batches = [
+                self._store.batches[batch_id]
+                for project in self._project_ids(project_id)
+                for batch_id in self._store.batches_of_project[project].ids()
+            ]
+        return [self._render.batch(batch) for batch in batches]
+
+    def tasks(
+        self,
+        *,
+        project_id: str | None = None,
+        batch_id: str | None = None,
+        status: str | None = None,
+        opts: Sequence[str] = ALL_OPTS,
+    ) -> list[JsonObject]:
+        """Every matching Task, rendered as `GET /v2/tasks` renders it with `opts`, unexpanded."""
+        if batch_id is not None and batch_id not in self._store.batches:
+            message = f"unknown batch {batch_id!r}"
+            raise ValueError(message)
+        with self._store.lock:
+            tasks = [
+                self._store.tasks[task_id]
+                for project in self._project_ids(project_id)
+                for task_id in self._store.tasks_of_project[project].ids()
+            ]
+        return [
+            self._render.task(task, opts=opts)
+            for task in tasks
+            if batch_id in {None, task.batch_id} and status in {None, task.status}
+        ]
+
+    def deliveries(self, project_id: str | None = None) -> list[JsonObject]:
+        """Every Delivery of a project (of every project when None), oldest first."""
+        self._project_ids(project_id)
+        return [self._render.delivery(d) for d in self._store.deliveries_of(project_id)]
+
+    def delivery_tasks(self, delivery_id: str, opts: Sequence[str] = ALL_OPTS) -> list[JsonObject]:
+        """The Tasks of a delivery, as `GET /v2/delivery` renders them with `opts`."""
+        with self._store.lock:
+            index = self._store.tasks_of_delivery.get(delivery_id)
+            if index is None:
+                message = f"unknown delivery {delivery_id!r}"
+                raise ValueError(message)
+            tasks = [self._store.tasks[task_id] for task_id in index.ids()]
+        return [self._render.task(task, opts=opts) for task in tasks]
+
+    @property
+    def datasets(self) -> list[JsonObject]:
+        """Every Dataset."""
+        with self._store.lock:
+            datasets = list(self._store.datasets.values())
+        return [self._render.dataset(dataset) for dataset in datasets]
+
+    def dataset_deliveries(self, dataset_id: str | None = None) -> list[JsonObject]:
+        """Every DatasetDelivery of a dataset (of every dataset when None), oldest first."""
+        if dataset_id is not None and dataset_id not in self._store.datasets:
+            message = f"unknown dataset {dataset_id!r}"
+            raise ValueError(message)
+        with self._store.lock:
+            deliveries = sorted(
+                self._store.dataset_deliveries.values(), key=lambda delivery: delivery.delivered_at
+            )
+        return [
+            self._render.dataset_delivery(delivery)
+            for delivery in deliveries
+            if dataset_id in {None, delivery.dataset_id}
+        ]
+
+    def dataset_tasks(self, delivery_id: str) -> list[JsonObject]:
+        """The DatasetTasks of a dataset delivery, in listing order."""
+        with self._store.lock:
+            index = self._store.tasks_of_dataset_delivery.get(delivery_id)
+            if index is None:
+                message = f"unknown dataset delivery {delivery_id!r}"
+                raise ValueError(message)
+            tasks = [self._store.dataset_tasks[task_id] for task_id in index.ids()]
+        return [self._render.dataset_task(task) for task in tasks]
+
+    def _project_ids(self, project_id: str | None) -> list[str]:
+        with self._store.lock:
+            if project_id is None:
+                return list(self._store.projects)
+        if project_id not in self._store.projects:
+            message = f"unknown project {project_id!r}"
+            raise ValueError(message)
+        return [project_id]
+
+    # Changing the world between runs
+
+    def add_tasks(
+        self,
+        project_id: str,
+        count: int,
+        *,
+        status: str = "completed",
+        completed_at: datetime | None = None,
+        batch_id: str | None = None,
+    ) -> list[JsonObject]:
+        """Create `count` tasks in a project; returns them as the API renders them (every opt).
+
+        Completed ones all get `completed_at` (an aware datetime, cut to milliseconds) or now:
+        one instant, a tie. Without `batch_id` they join the project's newest batch. Each lands
+        at a pseudo-random place in listings, so one added mid-pagination may come before the
+        cursor and be missed by that pagination, as on a real keyset-paginated API.
+        """
+        tasks = self._world.add_tasks(
+            project_id, count, status=status, completed_at=completed_at, batch_id=batch_id
+        )
+        return self._rendered(tasks)
+
+    def complete_tasks(
+        self, project_id: str, count: int, *, completed_at: datetime | None = None
+    ) -> list[JsonObject]:
+        """Complete `count` pending tasks of a project (oldest first), threads and all.
+
+        They all get `completed_at` (an aware datetime, cut to milliseconds) or now: a tie.
+        """
+        return self._rendered(
+            self._world.complete_tasks(project_id, count, completed_at=completed_at)
+        )
+
+    def deliver(self, project_id: str, task_ids: list[str], name: str | None = None) -> JsonObject:
+        """Deliver completed tasks of a project now; returns the new Delivery."""
+        return self._render.delivery(self._world.deliver(project_id, task_ids, name))
+
+    def _rendered(self, tasks: list[TaskRecord]) -> list[JsonObject]:
+        return [self._render.task(task, opts=ALL_OPTS) for task in tasks]
