@@ -1,0 +1,221 @@
+"""Scale's v2 objects, as JSON Schema types: the one definition every stream schema is built from.
+
+Names and fields follow Scale's API reference (shared/scale-api/REFERENCE.md). Two rules hold
+throughout, each because Scale's real responses demand it:
+
+- Every object keeps fields it does not know (``additionalProperties``): Scale adds fields over
+  time (rubrics, submissions and the ``deleted`` status all came after the first docs), and a tap
+  that drops them loses customer data.
+- No nested field is required, even those Scale marks "always present": which fields appear
+  depends on the ``opts`` a request asks for (Scale's own example of ``/v2/tasks`` shows
+  annotations with only ``key`` and ``value``).
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+from datetime import datetime, timezone
+
+from singer_sdk import typing as th
+
+# Any JSON value: an annotation's `value` takes a different JSON type for every annotation type
+# (int, bool, str, [str], [[str]], objects, files...), and new types appear. Spelled out rather
+# than `{}` because the SDK and the targets need a `type` to decide how to store a value.
+ANY_JSON = th.CustomType({"type": ["array", "boolean", "null", "number", "object", "string"]})
+
+# Free-form objects whose keys are the customer's own (task metadata) or Scale's to extend.
+FREE_FORM = th.ObjectType()
+
+
+def _obj(*properties: th.Property[t.Any]) -> th.ObjectType:
+    return th.ObjectType(*properties, additional_properties=True)
+
+
+def _array(item: th.JSONTypeHelper[t.Any] | type[th.JSONTypeHelper[t.Any]]) -> th.ArrayType[t.Any]:
+    return th.ArrayType(item)
+
+
+def _str(name: str) -> th.Property[str]:
+    return th.Property(name, th.StringType)
+
+
+# --- Annotations --------------------------------------------------------------------------------
+
+ANNOTATION_METADATA = _obj(_str("criteria"))
+
+ANNOTATION = _obj(
+    _str("id"),
+    _str("key"),
+    # integer, boolean, text, category, category_multiple, ranked_choices, ranked_groups,
+    # labeled_text, file, rubric_criteria, rubric_rating, workspace_container: kept open (not an
+    # enum) so a new annotation type never fails a sync.
+    _str("type"),
+    _str("title"),
+    _str("description"),
+    th.Property("labels", _array(th.StringType)),
+    th.Property("not_applicable", th.BooleanType),
+    th.Property("cannot_assess", th.BooleanType),
+    th.Property("metadata", ANNOTATION_METADATA),
+    _str("justification"),
+    th.Property("value", ANY_JSON),
+    th.Property("possible_values", _array(ANY_JSON)),
+)
+ANNOTATIONS = _array(ANNOTATION)
+
+# --- Files --------------------------------------------------------------------------------------
+
+# Scale's File is one of three shapes (basic, image, audio). One object with the union of their
+# fields keeps a single column type for warehouses, and every shape validates against it.
+FILE = _obj(
+    _str("content"),  # base64, basic files only
+    _str("mime_type"),
+    _str("scale_url"),
+    _str("url"),
+    _str("name"),
+    th.Property("file_size_in_bytes", th.IntegerType),
+    th.Property("duration", th.NumberType),
+    _str("transcript"),
+    _str("transcript_url"),
+    th.Property("transcript_start", th.NumberType),
+    th.Property("transcript_end", th.NumberType),
+)
+
+# --- Messages -----------------------------------------------------------------------------------
+
+REFERENCE_TEXT = _obj(_str("content"), _str("category"), _str("url"))
+CHUNK = _obj(_str("type"), _str("text"), th.Property("annotations", ANNOTATIONS))
+REASONING = _obj(_str("content"))
+
+MESSAGE_CONTENT = _obj(
+    _str("text"),
+    th.Property("reference_texts", _array(REFERENCE_TEXT)),
+    th.Property("attachments", _array(FILE)),
+    th.Property("chunks", _array(CHUNK)),
+    th.Property("reasoning", _array(REASONING)),
+)
+
+MODEL_PARAMETERS = _obj(
+    _str("model"),
+    th.Property("temperature", th.NumberType),
+    th.Property("max_completion_tokens", th.IntegerType),
+    th.Property("top_p", th.NumberType),
+    th.Property("top_k", th.IntegerType),
+)
+
+CRITERION_EVALUATION = _obj(
+    _str("criterion_definition_id"),
+    th.Property("score", th.NumberType),
+    th.Property("annotations", ANNOTATIONS),
+)
+RUBRIC_EVALUATION = _obj(
+    th.Property("criteria_evaluations", _array(CRITERION_EVALUATION)),
+    th.Property("annotations", ANNOTATIONS),
+    th.Property("total_score", th.NumberType),
+    th.Property("percentage", th.NumberType),
+)
+
+MESSAGE = _obj(
+    _str("role"),  # system, user, assistant, function
+    th.Property("content", MESSAGE_CONTENT),
+    _str("source_id"),
+    th.Property("model_parameters", MODEL_PARAMETERS),
+    th.Property("annotations", ANNOTATIONS),
+    th.Property("rubric_evaluations", _array(RUBRIC_EVALUATION)),
+)
+
+# --- Turns and threads --------------------------------------------------------------------------
+
+CRITERION_DEFINITION = _obj(
+    _str("id"),
+    _str("criterion"),
+    th.Property("weight", th.NumberType),
+    th.Property("annotations", ANNOTATIONS),
+)
+RUBRIC = _obj(
+    th.Property("criteria_definitions", _array(CRITERION_DEFINITION)),
+    th.Property("max_total_score", th.NumberType),
+)
+
+TURN = _obj(
+    _str("id"),
+    th.Property("messages", _array(MESSAGE)),
+    th.Property("annotations", ANNOTATIONS),
+    th.Property("rubrics", _array(RUBRIC)),
+)
+
+SUBMISSION = _obj(th.Property("submitted_at", th.DateTimeType), _str("contributor_id"))
+
+THREAD = _obj(
+    _str("id"),
+    th.Property("turns", _array(TURN)),
+    th.Property("annotations", ANNOTATIONS),
+    th.Property("submissions", _array(SUBMISSION)),
+)
+
+# --- Tasks --------------------------------------------------------------------------------------
+
+ERROR_DETAIL = _obj(_str("type"), _str("message"))
+REPORT = _obj(_str("type"), _str("message"))
+
+TASK_STATUSES = ("pending", "completed", "canceled", "error", "deleted")
+
+# A task record. `project` and `batch` are always ids: the tap never asks Scale to expand them,
+# and collapses them to ids if an object arrives anyway.
+TASK = th.PropertiesList(
+    th.Property("task_id", th.StringType, required=True),
+    _str("project"),
+    _str("batch"),
+    _str("status"),
+    th.Property("created_at", th.DateTimeType),
+    th.Property("completed_at", th.DateTimeType),
+    th.Property("metadata", FREE_FORM),
+    th.Property("threads", _array(THREAD)),
+    th.Property("errors", _array(ERROR_DETAIL)),
+    th.Property("sensitive_content_reports", _array(REPORT)),
+)
+
+# --- Timestamps ---------------------------------------------------------------------------------
+
+_ISO_8601 = re.compile(
+    r"(?P<second>\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d)?)(?:\.(?P<fraction>\d+))?"
+    r"(?P<offset>Z|[+-]\d\d:?\d\d)?",
+    re.IGNORECASE,
+)
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse any ISO 8601 timestamp Scale sends into an aware UTC datetime.
+
+    Written out because ``datetime.fromisoformat`` on Python 3.10 rejects ``Z`` and fractions
+    that are not 3 or 6 digits long, both of which Scale sends.
+
+    Raises:
+        ValueError: If the value is not an ISO 8601 timestamp.
+    """
+    match = _ISO_8601.fullmatch(value.strip())
+    if match is None:
+        msg = f"{value!r} is not an ISO 8601 timestamp"
+        raise ValueError(msg)
+    offset = (match["offset"] or "+00:00").upper().replace("Z", "+00:00")
+    if ":" not in offset:
+        offset = f"{offset[:3]}:{offset[3:]}"
+    fraction = (match["fraction"] or "0")[:6].ljust(6, "0")
+    parsed = datetime.fromisoformat(f"{match['second'].replace(' ', 'T')}.{fraction}{offset}")
+    return parsed.astimezone(timezone.utc)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Render a datetime in the single form the tap emits and keeps in state.
+
+    Fixed width with microseconds and ``Z``, so that these strings sort as the moments they name
+    (Scale mixes ``...:56Z`` and ``...:56.923Z``, which do not).
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def utc_timestamp(value: str | None) -> str | None:
+    """Normalise one of Scale's timestamps to the emitted form; ``None`` stays ``None``."""
+    return None if value is None else format_timestamp(parse_timestamp(value))
