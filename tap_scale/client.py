@@ -1,0 +1,202 @@
+"""The one HTTP client for Scale's v2 API: requests, auth, pagination, what each status means."""
+
+from __future__ import annotations
+
+import sys
+import typing as t
+from functools import cached_property
+from http import HTTPStatus
+from urllib.parse import urlparse
+
+from singer_sdk import RESTStream
+from singer_sdk.authenticators import BearerTokenAuthenticator
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.pagination import BaseAPIPaginator
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
+if t.TYPE_CHECKING:
+    import requests
+
+DEFAULT_API_URL = "https://api.scale.com/v2"
+
+# Scale documents 429 and 500; the rest are what proxies and load balancers in front of any API
+# answer while it is overloaded or restarting. All of them mean "the same request may succeed".
+RETRIABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+# What a person should do about each fatal status, appended to Scale's own error text.
+FATAL_ADVICE: dict[int, str] = {
+    HTTPStatus.BAD_REQUEST: "Scale rejected the request's parameters; check the tap's settings "
+    "(dates, page_size, opts, task_statuses).",
+    HTTPStatus.UNAUTHORIZED: "Scale rejected the API key. Check the `api_key` setting: it must be "
+    "a current key from Scale's dashboard, a live_... key for production projects or a test_... "
+    "key for test projects.",
+    HTTPStatus.PAYMENT_REQUIRED: "Scale refuses this account's requests for billing reasons; "
+    "contact your Scale account team.",
+    HTTPStatus.FORBIDDEN: "Scale rejected the API key for this resource. Check the `api_key` "
+    "setting and that the key's team can see the configured projects.",
+    HTTPStatus.NOT_FOUND: "Check the configured project, batch or delivery ids and names: the "
+    "API key's team must be able to see them.",
+}
+
+
+_ERROR_TEXT_LIMIT = 200
+
+
+class ScaleAPIError(FatalAPIError):
+    """A request Scale refused, or a response the tap cannot use; the message says what to do."""
+
+    def __init__(self, message: str, status_code: int | None = None, scale_text: str = "") -> None:
+        """Keep the HTTP status and Scale's own error text beside the message for callers."""
+        super().__init__(message)
+        self.status_code = status_code
+        self.scale_text = scale_text
+
+
+def scale_error_text(response: requests.Response) -> str:
+    """Scale's own error text from an error response, or the start of whatever body came back."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    # Not Scale's JSON error shape: a proxy's HTML page, say. Enough of it to recognise.
+    text = " ".join(response.text.split()) or "(empty body)"
+    return text if len(text) <= _ERROR_TEXT_LIMIT else text[:_ERROR_TEXT_LIMIT] + "..."
+
+
+def describe_request(response: requests.Response) -> str:
+    """Method, path and query of the request behind a response (never the key: it is a header)."""
+    request = response.request
+    url = urlparse(str(request.url))
+    query = f"?{url.query}" if url.query else ""
+    return f"{request.method} {url.path}{query}"
+
+
+def page_body(response: requests.Response) -> dict[str, t.Any]:
+    """The JSON object a Scale response carries, parsed once per response.
+
+    Both the records and the next page's token come from the body; caching it on the response
+    spares parsing every page twice.
+    """
+    cached = response.__dict__.get("_scale_body")
+    if cached is None:
+        try:
+            cached = response.json()
+        except ValueError as error:
+            msg = (
+                f"Scale answered {describe_request(response)} with HTTP {response.status_code} "
+                f"but a body that is not JSON ({error}): {scale_error_text(response)}"
+            )
+            raise RetriableAPIError(msg, response) from error
+        if not isinstance(cached, dict):
+            msg = (
+                f"Scale answered {describe_request(response)} with a JSON "
+                f"{type(cached).__name__} where an object was expected."
+            )
+            raise ScaleAPIError(msg)
+        response.__dict__["_scale_body"] = cached
+    return t.cast("dict[str, t.Any]", cached)
+
+
+class NextTokenPaginator(BaseAPIPaginator[str | None]):
+    """Follows Scale's opaque ``next_token`` until a page comes back without one."""
+
+    def __init__(self) -> None:
+        """Start before the first page, which takes no token."""
+        super().__init__(None)
+        # Every token seen, not just the last: a cycle of two or more pages would otherwise
+        # loop forever. Tokens are short, so this stays small even for huge projects.
+        self._seen_tokens: set[str] = set()
+
+    @override
+    def get_next(self, response: requests.Response) -> str | None:
+        token = page_body(response).get("next_token") or None
+        if token is None:
+            return None
+        if token in self._seen_tokens:
+            msg = (
+                f"Scale returned a next_token it had already returned, after page "
+                f"{self.count} of {describe_request(response)}; following it would loop "
+                "forever. Run the sync again; if it recurs, report it to Scale support."
+            )
+            raise ScaleAPIError(msg)
+        self._seen_tokens.add(token)
+        return str(token)
+
+    @override
+    def continue_if_empty(self, response: requests.Response) -> bool:
+        # Scale may send an empty page that still carries a token: more pages follow.
+        return bool(page_body(response).get("next_token"))
+
+
+class ScaleStream(RESTStream[str | None]):
+    """Base for every Scale stream: one place builds, authenticates and checks requests."""
+
+    #: The key of the response body that holds this stream's records, e.g. "tasks".
+    records_key: str = ""
+
+    @override
+    @property
+    def url_base(self) -> str:
+        return str(self.config.get("api_url", DEFAULT_API_URL)).rstrip("/")
+
+    @override
+    @cached_property
+    def authenticator(self) -> BearerTokenAuthenticator:
+        return BearerTokenAuthenticator(token=self.config["api_key"])
+
+    @override
+    @property
+    def http_headers(self) -> dict[str, str]:
+        return {"Accept": "application/json"}
+
+    @override
+    def get_new_paginator(self) -> NextTokenPaginator:
+        return NextTokenPaginator()
+
+    @override
+    def parse_response(self, response: requests.Response) -> t.Iterable[dict[str, t.Any]]:
+        records = page_body(response).get(self.records_key)
+        if not isinstance(records, list):
+            msg = (
+                f"Scale answered {describe_request(response)} without a `{self.records_key}` "
+                "list. The API may have changed; report this to tap-scale's maintainers."
+            )
+            raise ScaleAPIError(msg)
+        yield from records
+
+    @override
+    def validate_response(self, response: requests.Response) -> None:
+        status = response.status_code
+        if status in RETRIABLE_STATUSES:
+            msg = (
+                f"Scale answered {describe_request(response)} with HTTP {status}: "
+                f"{scale_error_text(response)}"
+            )
+            raise RetriableAPIError(msg, response)
+        if status >= HTTPStatus.BAD_REQUEST:
+            text = scale_error_text(response)
+            advice = FATAL_ADVICE.get(status, "")
+            msg = (
+                f"Scale answered {describe_request(response)} with HTTP {status}: {text}. {advice}"
+            )
+            raise ScaleAPIError(msg.rstrip(), status, text)
+        # Parsing here, inside the retried call, makes a 200 with a broken body a retry.
+        page_body(response)
+
+    def fetch(self, path: str, params: dict[str, t.Any]) -> dict[str, t.Any]:
+        """GET one Scale object outside a sync (name lookups), with the same retries and checks."""
+        request = self.build_prepared_request(
+            method="GET",
+            url=f"{self.url_base}{path}",
+            params=params,
+            headers=self.http_headers,
+        )
+        # The SDK's own request path: the backoff decorator around its authenticated send.
+        response = self.request_decorator(self._request)(request, None)
+        return page_body(response)
