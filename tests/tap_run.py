@@ -1,0 +1,72 @@
+"""The tap run as a user runs it: its CLI in a subprocess, its Singer messages parsed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import typing as t
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The console script a user types, from the environment running the tests.
+TAP = [str(Path(sys.executable).with_name("tap-scale"))]
+
+
+@dataclass
+class TapRun:
+    """What one run of the tap printed: its Singer messages, its log and its exit code."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    messages: list[dict[str, t.Any]] = field(default_factory=list)
+
+    def records(self, stream: str = "tasks") -> list[dict[str, t.Any]]:
+        """The records emitted for one stream, in order."""
+        return [
+            m["record"] for m in self.messages if m["type"] == "RECORD" and m["stream"] == stream
+        ]
+
+    @property
+    def states(self) -> list[dict[str, t.Any]]:
+        """Every STATE message's value, in order."""
+        return [m["value"] for m in self.messages if m["type"] == "STATE"]
+
+    @property
+    def state(self) -> dict[str, t.Any]:
+        """The last state the run emitted (what an orchestrator would save)."""
+        return self.states[-1]
+
+    def schema(self, stream: str = "tasks") -> dict[str, t.Any]:
+        """The schema the run announced for a stream."""
+        return next(
+            m["schema"] for m in self.messages if m["type"] == "SCHEMA" and m["stream"] == stream
+        )
+
+
+def run_tap(
+    tmp_path: Path,
+    config: dict[str, t.Any],
+    *,
+    state: dict[str, t.Any] | None = None,
+    catalog: dict[str, t.Any] | None = None,
+    check: bool = True,
+) -> TapRun:
+    """Run ``tap-scale`` in a subprocess with these files, as Meltano would, and parse stdout."""
+    args = [*TAP, "--config", _write(tmp_path / "config.json", config)]
+    if state is not None:
+        args += ["--state", _write(tmp_path / "state.json", state)]
+    if catalog is not None:
+        args += ["--catalog", _write(tmp_path / "catalog.json", catalog)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    run = TapRun(done.returncode, done.stdout, done.stderr)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    run.messages = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    return run
+
+
+def _write(path: Path, content: dict[str, t.Any]) -> str:
+    path.write_text(json.dumps(content))
+    return str(path)

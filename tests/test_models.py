@@ -1,0 +1,59 @@
+"""The model: timestamps in one form, and schemas that keep what Scale adds."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from tap_scale.models import TASK, format_timestamp, parse_timestamp, utc_timestamp
+
+
+@pytest.mark.parametrize(
+    ("scale_sends", "emitted"),
+    [
+        ("2025-01-02T04:00:39.923Z", "2025-01-02T04:00:39.923000Z"),
+        ("2023-11-07T05:31:56Z", "2023-11-07T05:31:56.000000Z"),
+        ("2023-11-07T07:31:56+02:00", "2023-11-07T05:31:56.000000Z"),
+        ("2023-11-07T05:31:56.1234567Z", "2023-11-07T05:31:56.123456Z"),
+        ("2023-11-07T05:31:56.5", "2023-11-07T05:31:56.500000Z"),
+    ],
+)
+def test_every_timestamp_form_becomes_one(scale_sends: str, emitted: str) -> None:
+    assert utc_timestamp(scale_sends) == emitted
+
+
+def test_emitted_timestamps_sort_as_the_moments_they_name() -> None:
+    # As Scale writes them, the later moment sorts first ("Z" > "."); as emitted, it does not.
+    earlier, later = "2023-11-07T05:31:56Z", "2023-11-07T05:31:56.500Z"
+    assert earlier > later
+    assert utc_timestamp(earlier) < utc_timestamp(later)  # type: ignore[operator]
+
+
+def test_naive_datetimes_are_taken_as_utc() -> None:
+    moment = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    assert format_timestamp(moment.replace(tzinfo=None)) == format_timestamp(moment)
+    assert parse_timestamp("2024-05-01T12:00:00") == moment
+
+
+def test_not_a_timestamp_is_rejected() -> None:
+    with pytest.raises(ValueError, match="not an ISO 8601 timestamp"):
+        parse_timestamp("yesterday")
+
+
+def test_nested_objects_keep_unknown_fields_and_values_take_any_json() -> None:
+    schema = TASK.to_dict()
+    thread = schema["properties"]["threads"]["items"]
+    message = thread["properties"]["turns"]["items"]["properties"]["messages"]["items"]
+    annotation = message["properties"]["annotations"]["items"]
+    assert thread["additionalProperties"] is True
+    assert message["additionalProperties"] is True
+    assert annotation["additionalProperties"] is True
+    assert set(annotation["properties"]["value"]["type"]) == {
+        "array",
+        "boolean",
+        "null",
+        "number",
+        "object",
+        "string",
+    }

@@ -1,0 +1,240 @@
+"""The tasks stream over real HTTP: completeness, ties, incremental state, selection, errors."""
+
+from __future__ import annotations
+
+import collections
+import typing as t
+from datetime import timedelta
+
+import jsonschema
+import pytest
+
+from tap_scale.models import format_timestamp, parse_timestamp
+from tests.tap_run import run_tap
+
+if t.TYPE_CHECKING:
+    from pathlib import Path
+
+    from tap_scale.testing import ScaleSimulator
+
+TIMESTAMP_FIELDS = ("created_at", "completed_at")
+
+
+def canonical(task: dict[str, t.Any]) -> dict[str, t.Any]:
+    """A task with its timestamps as moments, so differently written equal times compare equal."""
+    out = {"completed_at": None, **task}  # the tap emits a null where Scale omits it
+    for name in TIMESTAMP_FIELDS:
+        if out.get(name) is not None:
+            out[name] = parse_timestamp(out[name])
+    for thread in out.get("threads") or ():
+        for submission in thread.get("submissions") or ():
+            submission["submitted_at"] = parse_timestamp(submission["submitted_at"])
+    return out
+
+
+def by_id(tasks: t.Iterable[dict[str, t.Any]]) -> dict[str, dict[str, t.Any]]:
+    return {task["task_id"]: canonical(task) for task in tasks}
+
+
+def test_every_completed_task_is_emitted_exactly_once_as_scale_holds_it(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    run = run_tap(tmp_path, config)
+
+    records = run.records()
+    truth = by_id(simulator.tasks(status="completed"))
+    ids = [record["task_id"] for record in records]
+    assert len(ids) == len(set(ids)), "a task was emitted twice in one run"
+    assert by_id(records) == truth
+
+    # The data really has what this test claims to cover: ties and many pages per partition.
+    ties = collections.Counter(task["completed_at"] for task in truth.values())
+    assert max(ties.values()) > 1
+    assert sum("next_token" in request["params"] for request in simulator.requests) > len(
+        simulator.projects
+    )
+
+
+def test_records_are_valid_against_the_discovered_schema(
+    config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    run = run_tap(tmp_path, {**config, "task_statuses": ["completed", "pending", "error"]})
+    validator = jsonschema.Draft7Validator(
+        run.schema(), format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
+    )
+    records = run.records()
+    assert records
+    for record in records:
+        validator.validate(record)
+        assert isinstance(record["project"], str)
+        for name in TIMESTAMP_FIELDS:
+            if record.get(name) is not None:
+                # One fixed-width UTC form, so that bookmarks compare as the moments they are.
+                assert record[name] == format_timestamp(parse_timestamp(record[name]))
+
+
+def test_unknown_nested_fields_and_every_annotation_type_are_kept(
+    config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    records = run_tap(tmp_path, config).records()
+    annotations = list(annotations_in(records))
+    types = {annotation.get("type") for annotation in annotations}
+    assert {"integer", "boolean", "text", "ranked_groups", "rubric_rating", "file"} <= types
+    value_types = {type(annotation.get("value")).__name__ for annotation in annotations}
+    assert {"int", "bool", "str", "list", "dict"} <= value_types
+    # Fields no model of ours names, which Scale may add at any time, arrive untouched.
+    assert any("rater_confidence" in annotation for annotation in annotations)
+
+
+def annotations_in(value: t.Any) -> t.Iterator[dict[str, t.Any]]:
+    """Every annotation anywhere in a nest of records, threads, turns, messages and rubrics."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "annotations":
+                yield from item
+            yield from annotations_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from annotations_in(item)
+
+
+def test_statuses_without_completed_at_are_read_in_full(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    statuses = ["pending", "canceled", "error"]
+    config = {**config, "task_statuses": statuses}
+    first = run_tap(tmp_path, config)
+    second = run_tap(tmp_path, config, state=first.state)
+
+    truth = by_id(task for status in statuses for task in simulator.tasks(status=status))
+    assert truth
+    assert by_id(first.records()) == truth
+    assert by_id(second.records()) == truth
+
+
+def test_a_second_run_emits_what_completed_since(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    project = simulator.projects[0]["id"]
+    first = run_tap(tmp_path, config)
+
+    newly_completed = simulator.complete_tasks(project, 3)
+    added = simulator.add_tasks(project, 4)
+    simulator.reset_log()
+    second = run_tap(tmp_path, config, state=first.state)
+
+    emitted = {record["task_id"]: record for record in second.records()}
+    assert {task["task_id"] for task in [*newly_completed, *added]} <= set(emitted)
+    # Besides those, only the overlap: tasks completed within the lookback of their bookmark.
+    bookmarks = {
+        partition["context"]["project"]: parse_timestamp(partition["replication_key_value"])
+        for partition in first.state["bookmarks"]["tasks"]["partitions"]
+    }
+    lookback = timedelta(minutes=5)
+    for record in emitted.values():
+        assert parse_timestamp(record["completed_at"]) >= bookmarks[record["project"]] - lookback
+    task_requests = [r for r in simulator.requests if r["path"] == "/v2/tasks"]
+    assert all("completed_after" in r["params"] for r in task_requests)
+
+
+def test_late_tasks_within_the_lookback_and_ties_at_the_bookmark_are_caught(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    project = simulator.projects[0]["id"]
+    first = run_tap(tmp_path, config)
+    bookmark = max(
+        parse_timestamp(r["completed_at"]) for r in first.records() if r["project"] == project
+    )
+
+    late = simulator.add_tasks(project, 2, completed_at=bookmark - timedelta(minutes=3))
+    tied = simulator.add_tasks(project, 2, completed_at=bookmark)
+    second = run_tap(tmp_path, {**config, "lookback_minutes": 5}, state=first.state)
+    emitted = {record["task_id"] for record in second.records()}
+    assert {task["task_id"] for task in [*late, *tied]} <= emitted
+
+    # Even with no lookback at all, a task completed at exactly the bookmark is not missed.
+    tied_again = simulator.add_tasks(project, 1, completed_at=bookmark)
+    third = run_tap(tmp_path, {**config, "lookback_minutes": 0}, state=first.state)
+    assert tied_again[0]["task_id"] in {record["task_id"] for record in third.records()}
+
+
+def test_a_project_added_later_starts_from_start_date(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    first_project, second_project = (project["id"] for project in simulator.projects[:2])
+    completed = sorted(
+        parse_timestamp(task["completed_at"])
+        for task in simulator.tasks(project_id=second_project, status="completed")
+    )
+    start_date = completed[len(completed) // 2]
+    config = {**config, "start_date": format_timestamp(start_date)}
+
+    first = run_tap(tmp_path, {**config, "project_ids": [first_project]})
+    second = run_tap(
+        tmp_path, {**config, "project_ids": [first_project, second_project]}, state=first.state
+    )
+
+    emitted = by_id(second.records())
+    expected = by_id(
+        task
+        for task in simulator.tasks(project_id=second_project, status="completed")
+        if parse_timestamp(task["completed_at"]) >= start_date
+    )
+    # The second project is read from start_date, ties at start_date included...
+    assert {k: v for k, v in emitted.items() if v["project"] == second_project} == expected
+    # ...while the first has nothing new: only its tasks at the bookmark, re-read by the margin.
+    first_seen = [parse_timestamp(r["completed_at"]) for r in first.records()]
+    first_again = [v for v in emitted.values() if v["project"] == first_project]
+    assert all(
+        task["completed_at"] >= max(first_seen) - timedelta(minutes=5) for task in first_again
+    )
+    partitions = second.state["bookmarks"]["tasks"]["partitions"]
+    assert {p["context"]["project"] for p in partitions} == {first_project, second_project}
+
+
+def test_projects_by_name_and_batches(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    project = simulator.projects[1]
+    by_name = run_tap(tmp_path, {**config, "project_names": [project["name"]]})
+    assert by_id(by_name.records()) == by_id(
+        simulator.tasks(project_id=project["id"], status="completed")
+    )
+
+    batch = simulator.batches(project["id"])[0]
+    by_batch = run_tap(tmp_path, {**config, "batch_names": [batch["name"]]})
+    assert by_id(by_batch.records()) == by_id(
+        simulator.tasks(batch_id=batch["id"], status="completed")
+    )
+    contexts = [p["context"] for p in by_batch.state["bookmarks"]["tasks"]["partitions"]]
+    assert contexts == [{"batch": batch["id"], "status": "completed"}]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("project_names", "No Such Project"),
+        ("project_ids", "project_nope"),
+        ("batch_ids", "batch_nope"),
+    ],
+)
+def test_an_unknown_project_or_batch_is_a_clear_error(
+    config: dict[str, t.Any], tmp_path: Path, setting: str, value: str
+) -> None:
+    run = run_tap(tmp_path, {**config, setting: [value]}, check=False)
+    assert run.returncode == 1
+    assert value in run.stderr
+    assert setting in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_a_rejected_key_is_a_clear_error_that_never_shows_the_key(
+    config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    wrong_key = "live_not_a_real_key_4242"
+    run = run_tap(tmp_path, {**config, "api_key": wrong_key}, check=False)
+    assert run.returncode == 1
+    assert "401" in run.stderr
+    assert "api_key" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert wrong_key not in run.stderr + run.stdout
