@@ -238,3 +238,14 @@ def test_a_rejected_key_is_a_clear_error_that_never_shows_the_key(
     assert "api_key" in run.stderr
     assert "Traceback" not in run.stderr
     assert wrong_key not in run.stderr + run.stdout
+
+
+def test_a_repeated_next_token_is_a_clear_error_not_an_endless_loop(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    simulator.faults.repeated_token = True
+    run = run_tap(tmp_path, config, check=False)
+    assert run.returncode == 1
+    assert "next_token it had already returned" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert sum(r["path"] == "/v2/tasks" for r in simulator.requests) == 2

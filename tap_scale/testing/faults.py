@@ -6,11 +6,12 @@ the same requests in the same order meets the same faults.
 
 from __future__ import annotations
 
+import json
 import threading
 import typing as t
 from dataclasses import dataclass, field
 
-from tap_scale.testing.api import Reply, error_reply
+from tap_scale.testing.api import Reply, error_reply, json_reply
 from tap_scale.testing.seeds import seeded
 
 if t.TYPE_CHECKING:
@@ -51,6 +52,8 @@ class Faults:
         invalid_json: Share of successful responses whose body is not valid JSON: in turn, JSON
             cut short (with a Content-Length that matches) and a 200 HTML page.
         slow_seconds: Latency added to every request the faults apply to.
+        repeated_token: When True, a page fetched with a `next_token` names that same token as
+            its own `next_token`, as a broken API might: a client that follows it loops forever.
         seed: Seed of the Random the shares are drawn with.
         only_paths: When set, faults apply only to these paths (e.g. `("/v2/tasks",)`).
     """
@@ -62,6 +65,7 @@ class Faults:
     truncated_body: float = 0.0
     invalid_json: float = 0.0
     slow_seconds: float = 0.0
+    repeated_token: bool = False
     seed: int = 0
     only_paths: tuple[str, ...] = ()
     _random: random.Random = field(init=False, repr=False, compare=False)
@@ -119,6 +123,15 @@ def invalid_json(reply: Reply, turn: int) -> Reply:
     if turn % 2 == 0:
         return Reply(200, reply.body[: max(1, len(reply.body) // 2)], reply.content_type)
     return Reply(200, _html_page("Service temporarily unavailable, please try again"), _HTML)
+
+
+def repeated_token(reply: Reply, token: str) -> Reply:
+    """The same page, naming the token that fetched it as the token of the next page."""
+    body = json.loads(reply.body)
+    if "next_token" not in body:
+        return reply
+    body["next_token"] = token
+    return json_reply(reply.status, body, reply.headers)
 
 
 def _html_page(title: str) -> bytes:

@@ -12,7 +12,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from tap_scale.testing.faults import invalid_json, rate_limited, server_error
+from tap_scale.testing.faults import invalid_json, rate_limited, repeated_token, server_error
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -55,6 +55,8 @@ def respond_with_faults(
     reply = api.handle(method, path, params, authorization)
     if reply.status != HTTPStatus.OK:  # only successful bodies are spoiled
         return Outcome(reply)
+    if faults.repeated_token and params.get("next_token"):
+        return Outcome(repeated_token(reply, params["next_token"][0]), fault="repeated_token")
     return _spoiled(faults, reply)
 
 
