@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import typing as t
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from http import HTTPStatus
 from urllib.parse import urlparse
@@ -13,6 +14,8 @@ from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 
+from tap_scale.models import parse_timestamp
+
 if sys.version_info >= (3, 12):
     from typing import override
 else:
@@ -20,8 +23,16 @@ else:
 
 if t.TYPE_CHECKING:
     import requests
+    from singer_sdk.helpers.types import Context
+
+    from tap_scale.selection import Selection
+    from tap_scale.tap import TapScale
 
 DEFAULT_API_URL = "https://api.scale.com/v2"
+
+# Scale's `*_after` filters are strict and its timestamps have millisecond precision: asking for
+# what came after (lower bound - 1 ms) includes everything exactly at the lower bound.
+TIE_MARGIN = timedelta(milliseconds=1)
 
 # Scale documents 429 and 500; the rest are what proxies and load balancers in front of any API
 # answer while it is overloaded or restarting. All of them mean "the same request may succeed".
@@ -154,6 +165,30 @@ class ScaleStream(RESTStream[str | None]):
     @property
     def http_headers(self) -> dict[str, str]:
         return {"Accept": "application/json"}
+
+    @property
+    def selection(self) -> Selection:
+        """What this sync covers, resolved once for the whole tap."""
+        return t.cast("TapScale", self._tap).selection
+
+    @cached_property
+    def sync_started_at(self) -> datetime:
+        """Upper bound of incremental requests: what happens during a sync is the next run's."""
+        return datetime.now(timezone.utc)
+
+    def lower_bound(self, context: Context, lookback: timedelta = timedelta(0)) -> datetime | None:
+        """Where a partition's incremental read starts, for Scale's strict ``*_after`` filters.
+
+        The partition's bookmark less ``lookback``, or ``start_date`` if that is later, or None
+        on a first run without a ``start_date``; then one tie margin earlier, so that records
+        exactly at the bound are read too.
+        """
+        bounds = []
+        if bookmark := self.get_context_state(context).get("replication_key_value"):
+            bounds.append(parse_timestamp(bookmark) - lookback)
+        if start_date := self.config.get("start_date"):
+            bounds.append(parse_timestamp(start_date))
+        return max(bounds) - TIE_MARGIN if bounds else None
 
     @override
     def get_new_paginator(self) -> NextTokenPaginator:

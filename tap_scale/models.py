@@ -160,9 +160,9 @@ REPORT = _obj(_str("type"), _str("message"))
 
 TASK_STATUSES = ("pending", "completed", "canceled", "error", "deleted")
 
-# A task record. `project` and `batch` are always ids: the tap never asks Scale to expand them,
+# A task's fields. `project` and `batch` are always ids: the tap never asks Scale to expand them,
 # and collapses them to ids if an object arrives anyway.
-TASK = th.PropertiesList(
+TASK_FIELDS = (
     th.Property("task_id", th.StringType, required=True),
     _str("project"),
     _str("batch"),
@@ -173,6 +173,68 @@ TASK = th.PropertiesList(
     th.Property("threads", _array(THREAD)),
     th.Property("errors", _array(ERROR_DETAIL)),
     th.Property("sensitive_content_reports", _array(REPORT)),
+)
+TASK = th.PropertiesList(*TASK_FIELDS)
+
+# --- Projects, batches, deliveries --------------------------------------------------------------
+
+PROJECT = th.PropertiesList(
+    th.Property("id", th.StringType, required=True),
+    _str("name"),
+    th.Property("created_at", th.DateTimeType),
+    th.Property("types", _array(th.StringType)),
+    th.Property("models", _array(th.StringType)),
+)
+
+BATCH_STATUSES = ("staging", "in_progress", "completed", "paused", "cancelled")
+BATCH = th.PropertiesList(
+    th.Property("id", th.StringType, required=True),
+    _str("name"),
+    _str("project"),
+    th.Property("created_at", th.DateTimeType),
+    th.Property("completed_at", th.DateTimeType),
+    _str("status"),
+    _str("callback"),
+    th.Property("metadata", FREE_FORM),
+)
+
+DELIVERY = th.PropertiesList(
+    th.Property("id", th.StringType, required=True),
+    _str("name"),
+    th.Property("task_count", th.IntegerType),
+    th.Property("delivered_at", th.DateTimeType),
+    _str("project"),
+)
+
+# A delivered task: the whole task, and which delivery brought it when.
+DELIVERY_TASK = th.PropertiesList(
+    th.Property("delivery", th.StringType, required=True),
+    th.Property("delivered_at", th.DateTimeType),
+    *TASK_FIELDS,
+)
+
+# --- Datasets -----------------------------------------------------------------------------------
+
+DATASET = th.PropertiesList(th.Property("id", th.StringType, required=True), _str("name"))
+
+DATASET_DELIVERY = th.PropertiesList(
+    th.Property("id", th.StringType, required=True),
+    _str("name"),
+    th.Property("delivered_at", th.DateTimeType),
+    _str("dataset"),
+    th.Property(
+        "metadata",
+        _obj(th.Property("task_count", th.IntegerType), th.Property("turn_count", th.IntegerType)),
+    ),
+)
+
+# A dataset task's `response` is free-form: its keys are the dataset's own.
+DATASET_TASK = th.PropertiesList(
+    th.Property("task_id", th.StringType, required=True),
+    th.Property("delivery", th.StringType, required=True),
+    th.Property("delivered_at", th.DateTimeType),
+    _str("dataset"),
+    th.Property("response", FREE_FORM),
 )
 
 # --- Timestamps ---------------------------------------------------------------------------------

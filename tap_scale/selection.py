@@ -1,13 +1,15 @@
-"""What a sync covers: the configured projects or batches, resolved to Scale's ids up front.
+"""What a sync covers: the configured projects, batches, deliveries and datasets, as Scale's ids.
 
-Resolving before the first task request means a typo in a name fails at once with the name in
-the message, and state is keyed by ids, which (unlike names) Scale never changes.
+Each part is resolved once, on first use, so a typo in a name fails at once with the name in the
+message, and state is keyed by ids, which (unlike names) Scale never changes. Parts no selected
+stream needs are never looked up.
 """
 
 from __future__ import annotations
 
 import typing as t
 from dataclasses import dataclass
+from functools import cached_property
 from http import HTTPStatus
 
 from tap_scale.client import ScaleAPIError
@@ -20,7 +22,7 @@ if t.TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Source:
-    """One project or batch whose tasks are synced: the ``/v2/tasks`` parameter that selects it."""
+    """One project or batch whose tasks are synced."""
 
     kind: t.Literal["project", "batch"]
     id: str
@@ -35,49 +37,151 @@ def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def resolve_sources(config: Mapping[str, t.Any], fetch: Fetch) -> list[Source]:
-    """The sources of a sync: the configured batches, else the configured projects, else all."""
-    batch_ids, batch_names = config.get("batch_ids") or [], config.get("batch_names") or []
-    if batch_ids or batch_names:
-        ids = [_batch_id(fetch, "batch_id", value) for value in batch_ids]
-        ids += [_batch_id(fetch, "batch_name", value) for value in batch_names]
-        return [Source("batch", batch_id) for batch_id in _unique(ids)]
-    return [Source("project", project_id) for project_id in resolve_project_ids(config, fetch)]
+def _not_found(what: str, setting: str, visible: Iterable[str]) -> ScaleAPIError:
+    listed = ", ".join(visible) or "none"
+    return ScaleAPIError(
+        f"Scale has no {what} that this API key can see. Check the `{setting}` setting. "
+        f"Those the key can see: {listed}."
+    )
 
 
-def resolve_project_ids(config: Mapping[str, t.Any], fetch: Fetch) -> list[str]:
-    """Ids of the configured projects (by id or name), or of every project the key can see."""
-    projects = fetch("/projects", {}).get("projects") or []
-    names_to_ids = {project["name"]: project["id"] for project in projects}
-    wanted_ids = config.get("project_ids") or []
-    wanted_names = config.get("project_names") or []
-    if not wanted_ids and not wanted_names:
-        return _unique(project["id"] for project in projects)
+class Selection:
+    """The configured scope of a sync, resolved lazily through Scale's list endpoints."""
 
-    unknown = [
-        f"project id {value!r}" for value in wanted_ids if value not in names_to_ids.values()
-    ]
-    unknown += [f"project name {value!r}" for value in wanted_names if value not in names_to_ids]
-    if unknown:
-        visible = ", ".join(f"{name!r} ({pid})" for name, pid in names_to_ids.items()) or "none"
-        msg = (
-            f"Scale has no {' and no '.join(unknown)} that this API key can see. Check the "
-            f"`project_ids` and `project_names` settings. Projects the key can see: {visible}."
-        )
-        raise ScaleAPIError(msg)
-    return _unique([*wanted_ids, *(names_to_ids[name] for name in wanted_names)])
+    def __init__(self, config: Mapping[str, t.Any], fetch: Fetch) -> None:
+        """Resolve ``config``'s selection settings with ``fetch(path, params) -> body``."""
+        self._config = config
+        self._fetch = fetch
 
+    def _setting(self, name: str) -> list[str]:
+        return list(self._config.get(name) or [])
 
-def _batch_id(fetch: Fetch, parameter: str, value: str) -> str:
-    try:
-        batch = fetch("/batch", {parameter: value})
-    except ScaleAPIError as error:
-        if error.status_code != HTTPStatus.NOT_FOUND:
-            raise
-        setting = "batch_ids" if parameter == "batch_id" else "batch_names"
-        msg = (
-            f"Scale has no batch with {parameter} {value!r} that this API key can see. "
-            f"Check the `{setting}` setting. (Scale said: {error.scale_text})"
-        )
-        raise ScaleAPIError(msg) from None
-    return str(batch["id"])
+    @cached_property
+    def projects(self) -> list[dict[str, t.Any]]:
+        """The configured projects, or every project the key can see; unknown ones are errors."""
+        visible = self._fetch("/projects", {}).get("projects") or []
+        ids, names = self._setting("project_ids"), self._setting("project_names")
+        if not ids and not names:
+            return list(visible)
+        by_id = {project["id"]: project for project in visible}
+        by_name = {project["name"]: project for project in visible}
+        for setting, wanted, index in (
+            ("project_ids", ids, by_id),
+            ("project_names", names, by_name),
+        ):
+            unknown = [value for value in wanted if value not in index]
+            if unknown:
+                raise _not_found(
+                    f"project with {setting[:-1].replace('_', ' ')} "
+                    + " or ".join(map(repr, unknown)),
+                    setting,
+                    (f"{p['name']!r} ({p['id']})" for p in visible),
+                )
+        chosen = _unique([*ids, *(by_name[name]["id"] for name in names)])
+        return [by_id[project_id] for project_id in chosen]
+
+    @cached_property
+    def project_ids(self) -> list[str]:
+        """Ids of the projects in scope."""
+        return [project["id"] for project in self.projects]
+
+    @cached_property
+    def task_sources(self) -> list[Source]:
+        """Where tasks come from: the configured batches, else the projects in scope."""
+        batch_ids, batch_names = self._setting("batch_ids"), self._setting("batch_names")
+        if batch_ids or batch_names:
+            ids = [self._batch_id("batch_id", value) for value in batch_ids]
+            ids += [self._batch_id("batch_name", value) for value in batch_names]
+            return [Source("batch", batch_id) for batch_id in _unique(ids)]
+        return [Source("project", project_id) for project_id in self.project_ids]
+
+    def _batch_id(self, parameter: str, value: str) -> str:
+        try:
+            batch = self._fetch("/batch", {parameter: value})
+        except ScaleAPIError as error:
+            if error.status_code != HTTPStatus.NOT_FOUND:
+                raise
+            setting = "batch_ids" if parameter == "batch_id" else "batch_names"
+            msg = (
+                f"Scale has no batch with {parameter} {value!r} that this API key can see. "
+                f"Check the `{setting}` setting. (Scale said: {error.scale_text})"
+            )
+            raise ScaleAPIError(msg) from None
+        return str(batch["id"])
+
+    @cached_property
+    def delivery_ids(self) -> frozenset[str] | None:
+        """The configured deliveries (by id or by name within the projects), or None for all."""
+        ids, names = self._setting("delivery_ids"), self._setting("delivery_names")
+        if not ids and not names:
+            return None
+        deliveries = [
+            delivery
+            for project_id in self.project_ids
+            for delivery in self._fetch("/deliveries", {"project_id": project_id}).get(
+                "deliveries", []
+            )
+        ]
+        visible = [f"{d['name']!r} ({d['id']})" for d in deliveries]
+        known_ids = {delivery["id"] for delivery in deliveries}
+        if unknown := [value for value in ids if value not in known_ids]:
+            what = "delivery with id " + " or ".join(map(repr, unknown)) + " in these projects"
+            raise _not_found(what, "delivery_ids", visible)
+        chosen = set(ids)
+        for name in names:
+            matches = {d["id"] for d in deliveries if d["name"] == name}
+            if not matches:
+                what = f"delivery named {name!r} in these projects"
+                raise _not_found(what, "delivery_names", visible)
+            if len(matches) > 1:
+                msg = (
+                    f"Several deliveries are named {name!r} ({', '.join(sorted(matches))}) in the "
+                    "configured projects. Name one project in `project_ids` or `project_names`, "
+                    "or use `delivery_ids`."
+                )
+                raise ScaleAPIError(msg)
+            chosen |= matches
+        return frozenset(chosen)
+
+    @cached_property
+    def datasets(self) -> list[dict[str, t.Any]]:
+        """The configured datasets, or every dataset the key can see; unknown ones are errors."""
+        visible = self._fetch("/datasets", {}).get("datasets") or []
+        wanted = self._setting("dataset_ids")
+        if not wanted:
+            return list(visible)
+        by_id = {dataset["id"]: dataset for dataset in visible}
+        if unknown := [value for value in wanted if value not in by_id]:
+            raise _not_found(
+                "dataset with id " + " or ".join(map(repr, unknown)),
+                "dataset_ids",
+                (f"{d['name']!r} ({d['id']})" for d in visible),
+            )
+        return [by_id[dataset_id] for dataset_id in _unique(wanted)]
+
+    @cached_property
+    def dataset_ids(self) -> list[str]:
+        """Ids of the datasets in scope."""
+        return [dataset["id"] for dataset in self.datasets]
+
+    @cached_property
+    def dataset_delivery_ids(self) -> frozenset[str] | None:
+        """The configured dataset deliveries, or None for all; unknown ones are errors."""
+        wanted = self._setting("dataset_delivery_ids")
+        if not wanted:
+            return None
+        deliveries = [
+            delivery
+            for dataset_id in self.dataset_ids
+            for delivery in self._fetch("/datasets/deliveries", {"dataset_id": dataset_id}).get(
+                "deliveries", []
+            )
+        ]
+        known = {delivery["id"] for delivery in deliveries}
+        if unknown := [value for value in wanted if value not in known]:
+            raise _not_found(
+                "dataset delivery with id " + " or ".join(map(repr, unknown)),
+                "dataset_delivery_ids",
+                (f"{d['name']!r} ({d['id']})" for d in deliveries),
+            )
+        return frozenset(wanted)

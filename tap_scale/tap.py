@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import typing as t
+from functools import cached_property
 
 import requests
 from singer_sdk import Tap
@@ -11,8 +12,9 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from tap_scale import streams
-from tap_scale.client import DEFAULT_API_URL
+from tap_scale.client import DEFAULT_API_URL, ScaleStream
 from tap_scale.models import TASK_STATUSES
+from tap_scale.selection import Selection
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -56,6 +58,16 @@ class TapScale(Tap):
         _strings("project_names", "Projects to sync, by name (resolved to ids as a sync starts)."),
         _strings("batch_ids", "Sync the tasks of these batches (by id) instead of whole projects."),
         _strings("batch_names", "Sync the tasks of these batches (by name) instead of projects."),
+        _strings(
+            "delivery_ids",
+            "Sync exactly these deliveries (deliveries and delivery_tasks), by id.",
+        ),
+        _strings(
+            "delivery_names",
+            "Sync exactly these deliveries, by name, looked up within the configured projects.",
+        ),
+        _strings("dataset_ids", "Datasets to sync (default: every dataset the key can see)."),
+        _strings("dataset_delivery_ids", "Sync exactly these dataset deliveries, by id."),
         th.Property(
             "task_statuses",
             th.ArrayType(th.StringType(allowed_values=list(TASK_STATUSES))),
@@ -66,8 +78,8 @@ class TapScale(Tap):
         th.Property(
             "start_date",
             th.DateTimeType,
-            description="Earliest completed_at to sync on a first run (ISO 8601). "
-            "Without it, a first run reads every completed task.",
+            description="Earliest completed_at (tasks) or delivered_at (deliveries) to sync on a "
+            "first run (ISO 8601). Without it, a first run reads everything.",
         ),
         th.Property(
             "lookback_minutes",
@@ -93,7 +105,23 @@ class TapScale(Tap):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        return [streams.TasksStream(self)]
+        return [
+            streams.ProjectsStream(self),
+            streams.BatchesStream(self),
+            streams.TasksStream(self),
+            streams.DeliveriesStream(self),
+            streams.DeliveryTasksStream(self),
+            streams.DatasetsStream(self),
+            streams.DatasetDeliveriesStream(self),
+            streams.DatasetTasksStream(self),
+        ]
+
+    @cached_property
+    def selection(self) -> Selection:
+        """What this sync covers, resolved once and shared by every stream."""
+        # Any stream can make the lookups: they all share the config, the client and retries.
+        client = t.cast("ScaleStream", self.streams["projects"])
+        return Selection(self.config, client.fetch)
 
     @override
     @classmethod

@@ -9,6 +9,11 @@ import typing as t
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tap_scale.models import parse_timestamp
+
+if t.TYPE_CHECKING:
+    from datetime import datetime
+
 # The console script a user types, from the environment running the tests.
 TAP = [str(Path(sys.executable).with_name("tap-scale"))]
 
@@ -70,3 +75,44 @@ def run_tap(
 def _write(path: Path, content: dict[str, t.Any]) -> str:
     path.write_text(json.dumps(content))
     return str(path)
+
+
+def discover(tmp_path: Path, config: dict[str, t.Any]) -> dict[str, t.Any]:
+    """The catalog ``tap-scale --discover`` prints."""
+    args = [*TAP, "--config", _write(tmp_path / "config.json", config), "--discover"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True)
+    return t.cast("dict[str, t.Any]", json.loads(done.stdout))
+
+
+def select(catalog: dict[str, t.Any], *streams: str) -> dict[str, t.Any]:
+    """The catalog with exactly these streams selected, as a user would mark it."""
+    for entry in catalog["streams"]:
+        for metadata in entry["metadata"]:
+            if not metadata["breadcrumb"]:
+                metadata["metadata"]["selected"] = entry["tap_stream_id"] in streams
+    return catalog
+
+
+TIMESTAMP_FIELDS = ("created_at", "completed_at")
+
+
+def canonical(task: dict[str, t.Any]) -> dict[str, t.Any]:
+    """A task with its timestamps as moments, so differently written equal times compare equal."""
+    out = {"completed_at": None, **task}  # the tap emits a null where Scale omits it
+    for name in TIMESTAMP_FIELDS:
+        if out.get(name) is not None:
+            out[name] = parse_timestamp(out[name])
+    for thread in out.get("threads") or ():
+        for submission in thread.get("submissions") or ():
+            submission["submitted_at"] = parse_timestamp(submission["submitted_at"])
+    return out
+
+
+def by_id(tasks: t.Iterable[dict[str, t.Any]]) -> dict[str, dict[str, t.Any]]:
+    """Tasks by id, in canonical form."""
+    return {task["task_id"]: canonical(task) for task in tasks}
+
+
+def moment(value: str | None) -> datetime | None:
+    """A timestamp as the moment it names, whichever way it is written."""
+    return None if value is None else parse_timestamp(value)

@@ -1,0 +1,17 @@
+"""tap-scale's streams, by domain: tasks, projects and batches, deliveries, datasets."""
+
+from tap_scale.streams.datasets import DatasetDeliveriesStream, DatasetsStream, DatasetTasksStream
+from tap_scale.streams.deliveries import DeliveriesStream, DeliveryTasksStream
+from tap_scale.streams.projects import BatchesStream, ProjectsStream
+from tap_scale.streams.tasks import TasksStream
+
+__all__ = [
+    "BatchesStream",
+    "DatasetDeliveriesStream",
+    "DatasetTasksStream",
+    "DatasetsStream",
+    "DeliveriesStream",
+    "DeliveryTasksStream",
+    "ProjectsStream",
+    "TasksStream",
+]

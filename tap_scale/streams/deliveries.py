@@ -1,0 +1,155 @@
+"""Deliveries: what Scale delivered to each project, and the tasks of each delivery.
+
+The two base classes here serve datasets too: a list of deliveries read incrementally on
+`delivered_at`, and the tasks of one delivery, read once per delivery.
+"""
+
+from __future__ import annotations
+
+import sys
+import typing as t
+
+from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE, REPLICATION_INCREMENTAL
+
+from tap_scale.client import ScaleStream
+from tap_scale.models import DELIVERY, DELIVERY_TASK, format_timestamp, utc_timestamp
+from tap_scale.streams.tasks import TaskRecordsStream
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
+if t.TYPE_CHECKING:
+    from singer_sdk.helpers.types import Context
+
+
+class DeliveredTasksStream(ScaleStream):
+    """The tasks of one delivery per context; a delivery whose tasks were all read is not re-read.
+
+    Each delivery is its own state partition, finished (with a bookmark) only once all of its
+    pages are read. The parent stream asks :meth:`has_synced` before handing a delivery over, so
+    a delivery is read once even when the parent's own records are not selected, and a sync
+    interrupted inside a delivery reads that delivery again.
+    """
+
+    primary_keys = ("delivery", "task_id")
+    replication_key = "delivered_at"
+    # Every task of a delivery carries the same `delivered_at`: unsorted, so that the partition's
+    # bookmark (its "done" mark) is only set once the last page is read.
+    is_sorted = False
+
+    def has_synced(self, context: Context) -> bool:
+        """Whether an earlier run (or this one) read every task of this delivery."""
+        return any(
+            partition.get("context") == context and partition.get("replication_key_value")
+            for partition in self.stream_state.get("partitions", [])
+        )
+
+
+class DeliveryListStream(ScaleStream):
+    """Deliveries per partition, incremental on `delivered_at` (`delivered_after`)."""
+
+    primary_keys = ("id",)
+    replication_key = "delivered_at"
+    # Scale does not sort deliveries: the bookmark moves only once a partition is read.
+    is_sorted = False
+    records_key = "deliveries"
+
+    #: The key of the partition, and of the query parameter `<key>_id` that selects it.
+    partition_key: t.ClassVar[str]
+    #: The settings that target chosen deliveries.
+    target_settings: t.ClassVar[tuple[str, ...]]
+
+    def wanted(self) -> frozenset[str] | None:
+        """The configured delivery ids, or None for every delivery."""
+        raise NotImplementedError
+
+    @override
+    @property
+    def replication_method(self) -> str:
+        # A targeted sync lists every delivery and keeps no bookmark: a bookmark moved by a
+        # chosen few would hide older deliveries from later, untargeted runs. Their tasks are
+        # still read once only: that is the child stream's own state.
+        if any(self.config.get(setting) for setting in self.target_settings):
+            return REPLICATION_FULL_TABLE
+        return super().replication_method
+
+    @override
+    def get_url_params(
+        self,
+        context: Context | None,
+        next_page_token: str | None,
+    ) -> dict[str, t.Any]:
+        assert context is not None  # noqa: S101  # always read per partition
+        params = {f"{self.partition_key}_id": context[self.partition_key]}
+        if self.replication_method == REPLICATION_INCREMENTAL:
+            if (after := self.lower_bound(context)) is not None:
+                params["delivered_after"] = format_timestamp(after)
+            params["delivered_before"] = format_timestamp(self.sync_started_at)
+        return params
+
+    @override
+    def post_process(
+        self,
+        row: dict[str, t.Any],
+        context: Context | None = None,
+    ) -> dict[str, t.Any] | None:
+        wanted = self.wanted()
+        if wanted is not None and row["id"] not in wanted:
+            return None
+        if isinstance(row.get(self.partition_key), dict):
+            row[self.partition_key] = row[self.partition_key].get("id")
+        row["delivered_at"] = utc_timestamp(row.get("delivered_at"))
+        return row
+
+    @override
+    def generate_child_contexts(
+        self,
+        record: dict[str, t.Any],
+        context: Context | None,
+    ) -> t.Iterable[Context | None]:
+        child_context = {"delivery": record["id"], "delivered_at": record["delivered_at"]}
+        # Yield nothing (rather than None, which the SDK logs) for deliveries already read.
+        if not any(
+            isinstance(child, DeliveredTasksStream) and child.has_synced(child_context)
+            for child in self.child_streams
+        ):
+            yield child_context
+
+
+class DeliveriesStream(DeliveryListStream):
+    """Deliveries of the selected projects, from ``GET /v2/deliveries`` (one page per project)."""
+
+    name = "deliveries"
+    path = "/deliveries"
+    partition_key = "project"
+    target_settings = ("delivery_ids", "delivery_names")
+    schema = DELIVERY.to_dict()
+
+    @override
+    @property
+    def partitions(self) -> list[dict[str, t.Any]]:
+        return [{"project": project_id} for project_id in self.selection.project_ids]
+
+    @override
+    def wanted(self) -> frozenset[str] | None:
+        return self.selection.delivery_ids
+
+
+class DeliveryTasksStream(DeliveredTasksStream, TaskRecordsStream):
+    """The full tasks of each new delivery, from ``GET /v2/delivery`` (paginated)."""
+
+    name = "delivery_tasks"
+    path = "/delivery"
+    parent_stream_type = DeliveriesStream
+    schema = DELIVERY_TASK.to_dict()
+
+    @override
+    def get_url_params(
+        self,
+        context: Context | None,
+        next_page_token: str | None,
+    ) -> dict[str, t.Any]:
+        assert context is not None  # noqa: S101  # always read per delivery
+        return {"delivery_id": context["delivery"], **self.task_params(next_page_token)}
