@@ -17,6 +17,7 @@ from tap_scale.testing import ScaleSimulator
 
 WORKDIR = Path(".demo")
 TAP = str(Path(sys.executable).with_name("tap-scale"))
+SHOWN_PARTITIONS = 6
 
 
 def sync(
@@ -40,20 +41,25 @@ def sync(
             message = json.loads(line)
             if message["type"] == "RECORD":
                 per_stream[message["stream"]] += 1
-                record = message["record"]
-                per_partition[record.get("project", "?"), record.get("status", "?")] += 1
+                if message["stream"] == "tasks":
+                    record = message["record"]
+                    per_partition[record["project"], record["status"]] += 1
             elif message["type"] == "STATE":
                 final_state = message["value"]
 
     print(f"\n== {name}: {sum(per_stream.values())} records -> {output}")
     for stream, count in sorted(per_stream.items()):
-        print(f"   {stream:<10} {count:>6} records")
+        print(f"   {stream:<20} {count:>6} records")
+    print("   tasks per project and status:")
     for (project, status), count in sorted(per_partition.items()):
         print(f"     {project_names.get(project, project):<26} {status:<10} {count:>6}")
     print("   final state, one partition a line:")
     for stream, bookmarks in final_state.get("bookmarks", {}).items():
-        for partition in bookmarks.get("partitions", [bookmarks]):
+        partitions = bookmarks.get("partitions", [bookmarks])
+        for partition in partitions[:SHOWN_PARTITIONS]:
             print(f"     {stream}: {json.dumps(partition)}")
+        if len(partitions) > SHOWN_PARTITIONS:
+            print(f"     {stream}: ... {len(partitions) - SHOWN_PARTITIONS} more partitions")
     return final_state
 
 
@@ -78,9 +84,11 @@ def main() -> None:
         project = simulator.projects[0]["id"]
         completed = simulator.complete_tasks(project, 5)
         added = simulator.add_tasks(project, 3)
+        delivery = simulator.deliver(project, [task["task_id"] for task in [*completed, *added]])
         print(
             f"\nMeanwhile at Scale: {len(completed)} pending tasks of {names[project]!r} were "
-            f"completed and {len(added)} new completed tasks added. The second run reads "
+            f"completed and {len(added)} new completed tasks added, all delivered in "
+            f"{delivery['name']!r}. The second run reads "
             "completed tasks from each bookmark (less the lookback, ties included) and pending "
             "tasks, which have no completed_at, in full."
         )
