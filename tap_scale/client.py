@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
 import sys
 import typing as t
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from functools import cached_property
 from http import HTTPStatus
 from urllib.parse import urlparse
 
+import backoff
 from singer_sdk import RESTStream
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
@@ -22,13 +25,21 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    from collections.abc import Generator
+
     import requests
+    from backoff.types import Details
     from singer_sdk.helpers.types import Context
 
     from tap_scale.selection import Selection
     from tap_scale.tap import TapScale
 
 DEFAULT_API_URL = "https://api.scale.com/v2"
+DEFAULT_MAX_TRIES = 8
+DEFAULT_REQUEST_TIMEOUT = 120
+# Exponential backoff between tries: 1, 2, 4, ... seconds, never more than a minute, each drawn
+# at random below that ceiling ("full jitter"), so that many clients do not retry in step.
+BACKOFF_CEILING = 60
 
 # Scale's `*_after` filters are strict and its timestamps have millisecond precision: asking for
 # what came after (lower bound - 1 ms) includes everything exactly at the lower bound.
@@ -86,6 +97,22 @@ def describe_request(response: requests.Response) -> str:
     url = urlparse(str(request.url))
     query = f"?{url.query}" if url.query else ""
     return f"{request.method} {url.path}{query}"
+
+
+def retry_after_seconds(response: requests.Response | None) -> float | None:
+    """The wait a 429 asks for in its ``Retry-After`` header (seconds or an HTTP date), if any."""
+    value = response.headers.get("Retry-After") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # unreadable: fall back to exponential backoff
+    return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
 
 
 def page_body(response: requests.Response) -> dict[str, t.Any]:
@@ -189,6 +216,45 @@ class ScaleStream(RESTStream[str | None]):
         if start_date := self.config.get("start_date"):
             bounds.append(parse_timestamp(start_date))
         return max(bounds) - TIE_MARGIN if bounds else None
+
+    @override
+    @property
+    def timeout(self) -> int:
+        return int(self.config.get("request_timeout", DEFAULT_REQUEST_TIMEOUT))
+
+    @override
+    def backoff_max_tries(self) -> int:
+        return int(self.config.get("max_tries", DEFAULT_MAX_TRIES))
+
+    @override
+    def backoff_wait_generator(self) -> Generator[float, BaseException | None, None]:
+        """Wait as long as a 429's ``Retry-After`` asks; otherwise back off exponentially."""
+        exponential = backoff.expo(base=2, factor=1, max_value=BACKOFF_CEILING)
+        next(exponential)  # backoff's own generators open with a priming yield
+        error = yield 0.0  # and backoff primes this one the same way before the first failure
+        while True:
+            response = getattr(error, "response", None)
+            asked = retry_after_seconds(response) if isinstance(error, RetriableAPIError) else None
+            error = yield asked if asked is not None else random.uniform(0, next(exponential))  # noqa: S311 - jitter, not cryptography
+
+    @override
+    def backoff_jitter(self, value: float) -> float:
+        # Jitter is already in the wait generator: a Retry-After is honoured as asked.
+        return value
+
+    @override
+    def backoff_handler(self, details: Details) -> None:
+        error = details.get("exception")
+        response = getattr(error, "response", None)
+        endpoint = describe_request(response) if response is not None else self.path
+        self.logger.warning(
+            "Retrying %s in %.1f s (try %d of %d failed): %s",
+            endpoint,
+            details.get("wait", 0.0),
+            details["tries"],
+            self.backoff_max_tries(),
+            error if isinstance(error, RetriableAPIError) else type(error).__name__,
+        )
 
     @override
     def get_new_paginator(self) -> NextTokenPaginator:

@@ -5,15 +5,21 @@ from __future__ import annotations
 import sys
 import typing as t
 from functools import cached_property
+from urllib.parse import urlparse
 
 import requests
 from singer_sdk import Tap
 from singer_sdk import typing as th
-from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
 
 from tap_scale import streams
-from tap_scale.client import DEFAULT_API_URL, ScaleStream
-from tap_scale.models import TASK_STATUSES
+from tap_scale.client import (
+    DEFAULT_API_URL,
+    DEFAULT_MAX_TRIES,
+    DEFAULT_REQUEST_TIMEOUT,
+    ScaleStream,
+)
+from tap_scale.models import TASK_STATUSES, parse_timestamp
 from tap_scale.selection import Selection
 
 if sys.version_info >= (3, 12):
@@ -24,11 +30,36 @@ else:
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
 
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
 OPTS = ("annotation_details", "attachment_details", "model_parameters", "submissions")
 
 
 def _strings(name: str, description: str) -> th.Property[list[str]]:
     return th.Property(name, th.ArrayType(th.StringType), description=description)
+
+
+def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
+    """What is wrong with settings that pass their JSON Schema: one sentence for each."""
+    errors = []
+    api_url = urlparse(str(config.get("api_url", DEFAULT_API_URL)))
+    # The key travels in a header: over plain HTTP anyone on the path could read it.
+    if api_url.scheme != "https" and not (
+        api_url.scheme == "http" and api_url.hostname in LOCAL_HOSTS
+    ):
+        errors.append(
+            f"api_url {api_url.geturl()!r} must be an https:// URL (plain http:// is accepted "
+            "only for localhost, e.g. a simulator): the API key would otherwise travel readable."
+        )
+    if start_date := config.get("start_date"):
+        try:
+            parse_timestamp(str(start_date))
+        except ValueError:
+            errors.append(
+                f"start_date {start_date!r} is not an ISO 8601 timestamp; "
+                "write it like 2025-01-31T00:00:00Z."
+            )
+    return errors
 
 
 class TapScale(Tap):
@@ -95,6 +126,20 @@ class TapScale(Tap):
             description="Tasks per request (Scale's `limit`, 1 to 100).",
         ),
         th.Property(
+            "max_tries",
+            th.IntegerType(minimum=1),
+            default=DEFAULT_MAX_TRIES,
+            description="Tries per request before giving up on 429s, 5xx, dropped connections, "
+            "timeouts and unreadable bodies. Waits honour Retry-After, else back off "
+            "exponentially (with jitter, at most a minute).",
+        ),
+        th.Property(
+            "request_timeout",
+            th.IntegerType(minimum=1),
+            default=DEFAULT_REQUEST_TIMEOUT,
+            description="Seconds to wait for Scale to answer a request before trying again.",
+        ),
+        th.Property(
             "opts",
             th.ArrayType(th.StringType(allowed_values=list(OPTS))),
             default=list(OPTS),
@@ -102,6 +147,14 @@ class TapScale(Tap):
             "attachment_details, model_parameters, submissions. All by default.",
         ),
     ).to_dict()
+
+    @override
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Load and check the settings; what JSON Schema cannot say is checked here."""
+        super().__init__(*args, **kwargs)
+        if kwargs.get("validate_config", True) and (errors := settings_errors(self.config)):
+            summary = "Config validation failed"
+            raise ConfigValidationError(summary, errors=errors)
 
     @override
     def discover_streams(self) -> list[Stream]:
@@ -134,15 +187,19 @@ class TapScale(Tap):
             sys.exit(1)
         except RetriableAPIError as error:
             cls.logger.error(  # noqa: TRY400
-                "tap-scale stopped after retrying: %s. Scale or the network kept failing; "
-                "run the sync again later (it resumes from the last state).",
+                "tap-scale stopped: %s. It kept failing through every try (the `max_tries` "
+                "setting); run the sync again later, it resumes from the last state.",
                 error,
             )
             sys.exit(1)
         except requests.RequestException as error:
+            request = error.request
+            endpoint = f"{request.method} {urlparse(str(request.url)).path}" if request else "Scale"
             cls.logger.error(  # noqa: TRY400
-                "tap-scale could not reach Scale: %s. Check the `api_url` setting and the "
-                "network; run the sync again (it resumes from the last state).",
+                "tap-scale stopped: %s failed through every try (the `max_tries` setting) with "
+                "%s. Check the `api_url` setting and the network, then run the sync again; it "
+                "resumes from the last state.",
+                endpoint,
                 type(error).__name__,
             )
             sys.exit(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import typing as t
@@ -50,6 +51,22 @@ class TapRun:
         )
 
 
+def tap_args(
+    tmp_path: Path,
+    config: dict[str, t.Any],
+    *,
+    state: dict[str, t.Any] | None = None,
+    catalog: dict[str, t.Any] | None = None,
+) -> list[str]:
+    """The command line of a run with these files, as Meltano would write them."""
+    args = [*TAP, "--config", _write(tmp_path / "config.json", config)]
+    if state is not None:
+        args += ["--state", _write(tmp_path / "state.json", state)]
+    if catalog is not None:
+        args += ["--catalog", _write(tmp_path / "catalog.json", catalog)]
+    return args
+
+
 def run_tap(
     tmp_path: Path,
     config: dict[str, t.Any],
@@ -57,14 +74,14 @@ def run_tap(
     state: dict[str, t.Any] | None = None,
     catalog: dict[str, t.Any] | None = None,
     check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> TapRun:
     """Run ``tap-scale`` in a subprocess with these files, as Meltano would, and parse stdout."""
-    args = [*TAP, "--config", _write(tmp_path / "config.json", config)]
-    if state is not None:
-        args += ["--state", _write(tmp_path / "state.json", state)]
-    if catalog is not None:
-        args += ["--catalog", _write(tmp_path / "catalog.json", catalog)]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    args = tap_args(tmp_path, config, state=state, catalog=catalog)
+    environment = {**os.environ, **(env or {})}
+    done = subprocess.run(
+        args, capture_output=True, text=True, timeout=300, check=False, env=environment
+    )
     run = TapRun(done.returncode, done.stdout, done.stderr)
     if check:
         assert done.returncode == 0, done.stderr[-3000:]

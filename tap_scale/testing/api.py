@@ -3,6 +3,9 @@
 `ScaleApi.handle` authenticates, routes, validates the query (400s naming the parameter), looks
 objects up (404s naming them), filters, paginates and renders. Every error body has Scale's
 shape, `{"status_code": <int>, "error": "<message>"}`, and no body ever contains the API key.
+
+It can also serve a paginated request an empty page (the `empty_page` fault): validated and
+looked up like any other, but with no items and a fresh token resuming where the request did.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ from dataclasses import dataclass
 
 from tap_scale.testing.data import BATCH_STATUSES, TASK_STATUSES
 from tap_scale.testing.lookups import Lookups
-from tap_scale.testing.pagination import PageTokens, SortedIndex, keyset_page, query_scope
+from tap_scale.testing.pagination import (
+    START,
+    PageTokens,
+    SortedIndex,
+    keyset_page,
+    query_scope,
+)
 from tap_scale.testing.params import ApiError, Query
 from tap_scale.testing.render import ALL_OPTS, Renderer
 
@@ -86,6 +95,7 @@ def redact(text: str, api_key: str) -> str:
 class _Request:
     query: Query
     scope: bytes
+    empty_page: bool = False
 
 
 class ScaleApi:
@@ -129,14 +139,26 @@ class ScaleApi:
             ),
         }
 
+    def paginates(self, path: str) -> bool:
+        """Whether the endpoint at this path pages its results with `next_token`."""
+        route = self._routes.get(path)
+        return route is not None and "next_token" in route[1]
+
     def handle(
         self,
         method: str,
         path: str,
         params: Mapping[str, Sequence[str]],
         authorization: str | None,
+        *,
+        empty_page: bool = False,
     ) -> Reply:
-        """Answer one request."""
+        """Answer one request; with `empty_page`, a paginated one gets a page of no items.
+
+        The empty page still has every other key of the body and a `next_token` resuming at the
+        request's own position (from the start for a first page), so following it loses nothing.
+        Errors are answered as usual: a bad query gets its 400 whether or not the page is empty.
+        """
         if not authorized(authorization, self._api_key):
             return error_reply(401, UNAUTHORIZED)
         route = self._routes.get(path)
@@ -149,7 +171,7 @@ class ScaleApi:
             )
         endpoint, accepted = route
         try:
-            request = _Request(Query(params, accepted), query_scope(path, params))
+            request = _Request(Query(params, accepted), query_scope(path, params), empty_page)
             return json_reply(200, endpoint(request))
         except ApiError as error:
             return error_reply(error.status, redact(error.message, self._api_key))
@@ -174,7 +196,9 @@ class ScaleApi:
                 return None
             return task if _within(task.completed_at, after, before) else None
 
-        tasks, last = self._page(self._store.tasks_of_project[project_id], cursor, limit, accept)
+        tasks, last = self._page(
+            request, self._store.tasks_of_project[project_id], cursor, limit, accept
+        )
         rendered = [self._render.task(task, opts=opts, expand=expand) for task in tasks]
         return self._with_token({"tasks": rendered}, request, last)
 
@@ -222,7 +246,7 @@ class ScaleApi:
             return batch if _within(batch.completed_at, *completed) else None
 
         index = self._store.batches_of_project[project.project_id]
-        batches, last = self._page(index, cursor, limit, accept)
+        batches, last = self._page(request, index, cursor, limit, accept)
         rendered = [self._render.batch(batch, expand=expand) for batch in batches]
         return self._with_token({"batches": rendered}, request, last)
 
@@ -259,7 +283,7 @@ class ScaleApi:
             return self._store.tasks.get(task_id)
 
         index = self._store.tasks_of_delivery[delivery.delivery_id]
-        tasks, last = self._page(index, cursor, limit, accept)
+        tasks, last = self._page(request, index, cursor, limit, accept)
         body: JsonObject = {
             "delivery": self._render.delivery(delivery, expand=expand)
             if "delivery" in expand
@@ -303,7 +327,7 @@ class ScaleApi:
         limit, cursor = query.limit(), self._cursor(request)
         delivery = self._find.dataset_delivery(delivery_id)
         index = self._store.tasks_of_dataset_delivery[delivery.delivery_id]
-        tasks, last = self._page(index, cursor, limit, self._store.dataset_tasks.get)
+        tasks, last = self._page(request, index, cursor, limit, self._store.dataset_tasks.get)
         body: JsonObject = {
             "delivery": self._render.dataset_delivery(delivery, expand=expand)
             if "delivery" in expand
@@ -325,7 +349,7 @@ class ScaleApi:
             delivery = self._store.dataset_deliveries[task.delivery_id]
             return task if _within(delivery.delivered_at, after, before) else None
 
-        tasks, last = self._page(index, cursor, limit, accept)
+        tasks, last = self._page(request, index, cursor, limit, accept)
         rendered = [self._render.dataset_task(task, expand=expand) for task in tasks]
         return self._with_token({"tasks": rendered}, request, last)
 
@@ -337,11 +361,15 @@ class ScaleApi:
 
     def _page(
         self,
+        request: _Request,
         index: SortedIndex,
         cursor: bytes | None,
         limit: int,
         accept: Callable[[str], T | None],
     ) -> tuple[list[T], bytes | None]:
+        if request.empty_page:
+            # Nothing served, so the next page starts where this one should have.
+            return [], START if cursor is None else cursor
         # Under the lock, so a test adding tasks cannot change the index mid-walk; rendering,
         # the slow part, happens after, on immutable records.
         with self._store.lock:

@@ -33,20 +33,7 @@ def sync(
     with output.open("w") as stdout, (WORKDIR / f"{name}.log").open("w") as stderr:
         subprocess.run(args, stdout=stdout, stderr=stderr, check=True)
 
-    per_stream: collections.Counter[str] = collections.Counter()
-    per_partition: collections.Counter[tuple[str, str]] = collections.Counter()
-    final_state: dict[str, t.Any] = {}
-    with output.open() as messages:
-        for line in messages:
-            message = json.loads(line)
-            if message["type"] == "RECORD":
-                per_stream[message["stream"]] += 1
-                if message["stream"] == "tasks":
-                    record = message["record"]
-                    per_partition[record["project"], record["status"]] += 1
-            elif message["type"] == "STATE":
-                final_state = message["value"]
-
+    per_stream, per_partition, final_state = read_messages(output)
     print(f"\n== {name}: {sum(per_stream.values())} records -> {output}")
     for stream, count in sorted(per_stream.items()):
         print(f"   {stream:<20} {count:>6} records")
@@ -61,6 +48,27 @@ def sync(
         if len(partitions) > SHOWN_PARTITIONS:
             print(f"     {stream}: ... {len(partitions) - SHOWN_PARTITIONS} more partitions")
     return final_state
+
+
+def read_messages(
+    output: Path,
+) -> tuple[collections.Counter[str], collections.Counter[tuple[str, str]], dict[str, t.Any]]:
+    """Records per stream, tasks per (project, status), and the last state of a run's output."""
+    per_stream: collections.Counter[str] = collections.Counter()
+    per_partition: collections.Counter[tuple[str, str]] = collections.Counter()
+    final_state: dict[str, t.Any] = {}
+    with output.open() as messages:
+        for line in messages:
+            message = json.loads(line)
+            if message["type"] == "RECORD":
+                per_stream[message["stream"]] += 1
+                if message["stream"] == "tasks":
+                    record = message["record"]
+                    per_partition[record["project"], record["status"]] += 1
+            elif message["type"] == "STATE":
+                final_state = message["value"]
+
+    return per_stream, per_partition, final_state
 
 
 def main() -> None:

@@ -1,17 +1,21 @@
-"""Switchable faults: what rate limiters, load balancers and flaky networks do to a client.
+"""Switchable faults: what rate limiters, gateways, networks and an evolving API do to clients.
 
-Probabilities are per request and drawn from a Random seeded with `Faults.seed`, so a run with
-the same requests in the same order meets the same faults.
+Shares of requests are drawn from a Random seeded with `Faults.seed`, so a run with the same
+requests in the same order meets the same faults. Shares of objects (`type_drift`,
+`missing_fields`) are not drawn: whether an object is hit depends only on the seed, the share
+and its id (`Faults.strikes_item`), so it is hit in every response that holds it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import typing as t
 from dataclasses import dataclass, field
+from http import HTTPStatus
 
-from tap_scale.testing.api import Reply, error_reply, json_reply
+from tap_scale.testing.api import UNAUTHORIZED, Reply, error_reply, json_reply
 from tap_scale.testing.seeds import seeded
 
 if t.TYPE_CHECKING:
@@ -26,6 +30,25 @@ _REASONS = {
     504: "Gateway Timeout",
 }
 _HTML = "text/html; charset=utf-8"
+# What Scale-like services say when they refuse a request with these statuses.
+_REFUSALS = {
+    400: "Invalid request: the request is malformed or its parameters are not valid",
+    401: UNAUTHORIZED,
+    402: "Payment required: your account has an outstanding balance; settle it to resume access",
+    403: "Forbidden: this API key cannot access this resource",
+    404: "Not found: the requested resource does not exist",
+    405: "Method not allowed: this endpoint does not answer this method",
+    408: "Request timeout: the request took too long to arrive",
+    409: "Conflict: the resource is being changed by another request; try again",
+    413: "Payload too large: the request is larger than this endpoint accepts",
+    422: "Unprocessable entity: the request is well formed but cannot be processed",
+    429: "Too many requests",
+    **_REASONS,
+}
+# Statuses a refusal can be sent with: 1xx are not final responses, and 204, 205 and 304 carry
+# no body, so a client would leave the error body unread and lose its place on the connection.
+_SENDABLE = frozenset(range(200, 600)) - {204, 205, 304}
+_ITEM_SHARES = ("type_drift", "missing_fields")
 
 
 class Strike(t.NamedTuple):
@@ -54,8 +77,36 @@ class Faults:
         slow_seconds: Latency added to every request the faults apply to.
         repeated_token: When True, a page fetched with a `next_token` names that same token as
             its own `next_token`, as a broken API might: a client that follows it loops forever.
-        seed: Seed of the Random the shares are drawn with.
+        seed: Seed of the Random the shares are drawn with, and of which objects `type_drift`
+            and `missing_fields` hit.
         only_paths: When set, faults apply only to these paths (e.g. `("/v2/tasks",)`).
+        empty_page: Share of requests to paginated endpoints (`/v2/tasks`, `/v2/batches`,
+            `/v2/delivery`, `/v2/datasets/delivery`, `/v2/datasets/tasks`) answered 200 with
+            no items: the list key (`tasks` or `batches`) is empty, every other key (`delivery`)
+            is there, and `next_token` is a fresh token resuming exactly where the request did
+            (from the start for a first page), so a client that follows it loses nothing.
+            Requests the API refuses (400, 404) are refused as usual.
+        type_drift: Share of objects whose values arrive with an unexpected JSON type, as from
+            an API whose models evolved: in tasks (`/v2/tasks`, `/v2/task`, `/v2/delivery`),
+            `metadata` is a JSON-encoded string, `model_parameters.temperature` and
+            `max_completion_tokens` are strings ("0.9", "2048"), annotations' `labels` are one
+            comma-joined string, and an unknown field `"priority": 3` appears; in deliveries
+            (`/v2/deliveries`, and `/v2/delivery` with `expand=delivery`), `task_count` is a
+            string ("15"). `ScaleSimulator.drifted(id)` tells which objects are hit.
+        missing_fields: Share of tasks (on the same paths as `type_drift`) rendered without
+            their optional fields: no `batch`, `metadata` or `errors`, no `source_id` on
+            messages, no `annotations` on turns or threads. `ScaleSimulator.stripped(id)` tells
+            which tasks are hit.
+        refuse_with: When set, every request is answered with this status (200 to 599, except
+            the bodiless 204, 205 and 304) and Scale's error body with a message fitting it
+            (e.g. 402: "Payment required: ..."), before authentication; a 429 carries
+            `retry_after`. No share is drawn while it is set.
+
+    Faults apply in this order, and the request log's `fault` names, joined by "+", those that
+    struck: `refuse_with` or one of the refusals (`dropped_connection`, `rate_limit`,
+    `server_error`), which end the request; then, on a 200, `empty_page`, `repeated_token`,
+    `missing_fields` and `type_drift`, which reshape the body; then `truncated_body` or
+    `invalid_json`, which spoil it.
     """
 
     rate_limit: float = 0.0
@@ -68,12 +119,29 @@ class Faults:
     repeated_token: bool = False
     seed: int = 0
     only_paths: tuple[str, ...] = ()
+    # After the older fields, so that positional arguments keep their meaning.
+    empty_page: float = 0.0
+    type_drift: float = 0.0
+    missing_fields: float = 0.0
+    refuse_with: int | None = None
     _random: random.Random = field(init=False, repr=False, compare=False)
     _seeded_with: int | None = field(default=None, init=False, repr=False, compare=False)
     _struck: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        """Set a field, refusing a `refuse_with` status no response could be sent with."""
+        # Checked here rather than when serving, where an error would only drop connections.
+        # (A bool is an int to Python, and 200.0 equals 200, but neither is a status.)
+        if name == "refuse_with" and value is not None and type(value) is not int:
+            message = f"refuse_with must be an int status, not {value!r}"
+            raise TypeError(message)
+        if name == "refuse_with" and value is not None and value not in _SENDABLE:
+            message = f"refuse_with must be a status from 200 to 599 with a body, not {value!r}"
+            raise ValueError(message)
+        super().__setattr__(name, value)
 
     def applies_to(self, path: str) -> bool:
         """Whether faults apply to requests for this path."""
@@ -82,6 +150,25 @@ class Faults:
     def draw_before_handling(self) -> Strike | None:
         """The fault that stops a request before the API sees it, if one strikes."""
         return self._draw(("dropped_connection", "rate_limit", "server_error"))
+
+    def draw_empty_page(self) -> bool:
+        """Whether a request to a paginated endpoint gets an empty page."""
+        return self._draw(("empty_page",)) is not None
+
+    def strikes_item(self, name: str, item_id: str) -> bool:
+        """Whether the per-object fault `name` (`type_drift`, `missing_fields`) hits this id.
+
+        A pure function of the seed, the share and the id, so that an object is hit in every
+        response holding it, and raising the share only adds objects to those hit.
+        """
+        if name not in _ITEM_SHARES:
+            message = f"{name!r} is not a per-object fault; those are {_ITEM_SHARES}"
+            raise ValueError(message)
+        share = float(getattr(self, name))
+        if share <= 0:
+            return False
+        digest = hashlib.sha256(f"{self.seed}:{name}:{item_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") < share * 2**64
 
     def draw_after_handling(self) -> Strike | None:
         """The fault that spoils a successful response, if one strikes."""
@@ -102,6 +189,19 @@ class Faults:
                     self._struck[name] = turn + 1
                     return Strike(name, turn)
         return None
+
+
+def refusal(status: int, retry_after: str | None) -> Reply:
+    """Scale's error body with this status and a message that fits it."""
+    if status == HTTPStatus.TOO_MANY_REQUESTS:
+        return rate_limited(retry_after)
+    message = _REFUSALS.get(status)
+    if message is None:
+        try:
+            message = HTTPStatus(status).phrase
+        except ValueError:  # a status no standard names
+            message = f"Request refused with status {status}"
+    return error_reply(status, message)
 
 
 def rate_limited(retry_after: str | None) -> Reply:
@@ -125,11 +225,14 @@ def invalid_json(reply: Reply, turn: int) -> Reply:
     return Reply(200, _html_page("Service temporarily unavailable, please try again"), _HTML)
 
 
-def repeated_token(reply: Reply, token: str) -> Reply:
-    """The same page, naming the token that fetched it as the token of the next page."""
+def repeated_token(reply: Reply, token: str) -> Reply | None:
+    """The same page, naming the token that fetched it as the token of the next page.
+
+    None for a last page, which names no next page, so has no token to repeat.
+    """
     body = json.loads(reply.body)
     if "next_token" not in body:
-        return reply
+        return None
     body["next_token"] = token
     return json_reply(reply.status, body, reply.headers)
 

@@ -4,6 +4,10 @@ Results are ordered by a key derived from each id's hash, so they look shuffled 
 no order) yet are deterministic. A token names the last key served, not an offset: an item
 inserted mid-pagination lands wherever its key falls, before or after the cursor, as it would
 on a real keyset-paginated API.
+
+Every token issued is distinct, even for the same position of the same query, as real opaque
+tokens are: each carries a random nonce that resuming ignores. A client must not expect to get
+the same token twice, nor use token equality to tell two positions apart.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import secrets
 import typing as t
 from bisect import bisect_right
 
@@ -24,10 +29,18 @@ if t.TYPE_CHECKING:
 T = t.TypeVar("T")
 
 KEY_BYTES = 12
+# The cursor before every key: `bisect_right` puts it ahead of all of them, so a token holding
+# it resumes from the very start (as an empty page served for a first request must).
+START = b""
 _SCOPE_BYTES = 16
+# 6 bytes make both token lengths multiples of 3, so their base64 needs no padding; tokens only
+# need to differ from the few others issued for the same position, which 48 bits ensure.
+_NONCE_BYTES = 6
 _MAC_BYTES = 16
-_VERSION = b"\x01"
-_TOKEN_BYTES = len(_VERSION) + _SCOPE_BYTES + KEY_BYTES + _MAC_BYTES
+_VERSION = b"\x02"  # 1 had no nonce; those tokens are refused like any other stranger's
+_HEADER_BYTES = len(_VERSION) + _SCOPE_BYTES + _NONCE_BYTES
+# A token holds a whole key, or none (START).
+_TOKEN_LENGTHS = (_HEADER_BYTES + _MAC_BYTES, _HEADER_BYTES + KEY_BYTES + _MAC_BYTES)
 
 
 def order_key(item_id: str) -> bytes:
@@ -62,7 +75,7 @@ class SortedIndex:
         return list(self._ids)
 
     def after(self, key: bytes | None) -> Iterator[tuple[bytes, str]]:
-        """(key, id) pairs strictly after `key` (all of them when `key` is None), in order."""
+        """(key, id) pairs strictly after `key` (all of them when `key` is None or START)."""
         start = 0 if key is None else bisect_right(self._keys, key)
         for position in range(start, len(self._ids)):
             yield self._keys[position], self._ids[position]
@@ -107,18 +120,21 @@ class PageTokens:
         self._secret = secret
 
     def issue(self, scope: bytes, last_key: bytes) -> str:
-        """A token resuming after `last_key`, valid only for the query with this scope."""
-        payload = _VERSION + scope + last_key
+        """A new token resuming after `last_key` (START: from the start), for this scope only.
+
+        Never the same token twice: a random nonce is signed along with the cursor.
+        """
+        payload = _VERSION + scope + secrets.token_bytes(_NONCE_BYTES) + last_key
         return _b64encode(payload + self._mac(payload))
 
     def resume_after(self, token: str, scope: bytes) -> bytes:
-        """The key a token resumes after, if it is genuine and was issued for this query.
+        """The key a token resumes after (START for the start), if it is genuine and ours.
 
         Raises:
             ApiError: 400 for a token that is not one of ours, or one issued for other parameters.
         """
         raw = _b64decode(token)
-        if raw is None or len(raw) != _TOKEN_BYTES or not raw.startswith(_VERSION):
+        if raw is None or len(raw) not in _TOKEN_LENGTHS or not raw.startswith(_VERSION):
             message = "Invalid next_token: it is not a token this API issued."
             raise bad_request(message)
         payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
@@ -131,7 +147,7 @@ class PageTokens:
                 "request's parameters unchanged and add only next_token."
             )
             raise bad_request(message)
-        return payload[len(_VERSION) + _SCOPE_BYTES :]
+        return payload[_HEADER_BYTES:]  # the nonce only made the token unique
 
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._secret, payload, hashlib.sha256).digest()[:_MAC_BYTES]

@@ -12,7 +12,14 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from tap_scale.testing.faults import invalid_json, rate_limited, repeated_token, server_error
+from tap_scale.testing.faults import (
+    invalid_json,
+    rate_limited,
+    refusal,
+    repeated_token,
+    server_error,
+)
+from tap_scale.testing.reshape import reshaped
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -28,7 +35,8 @@ class Outcome:
     Attributes:
         reply: The response, or None to close the connection without one.
         cut_at: When set, send only this many bytes of the body, then close the connection.
-        fault: The fault that shaped the outcome, if any (for the request log).
+        fault: The faults that shaped the outcome, joined by "+" in the order they struck
+            (e.g. "type_drift+truncated_body"), or None (for the request log).
     """
 
     reply: Reply | None
@@ -52,15 +60,25 @@ def respond_with_faults(
     refused = _refusal(faults)
     if refused is not None:
         return refused
-    reply = api.handle(method, path, params, authorization)
-    if reply.status != HTTPStatus.OK:  # only successful bodies are spoiled
+    # Drawn before handling, since the API builds the empty page (and its token) itself; a
+    # path that does not paginate draws nothing, leaving the other faults' sequence alone.
+    empty = api.paginates(path) and faults.draw_empty_page()
+    reply = api.handle(method, path, params, authorization, empty_page=empty)
+    if reply.status != HTTPStatus.OK:  # only successful bodies are reshaped or spoiled
         return Outcome(reply)
+    struck = ["empty_page"] if empty else []
     if faults.repeated_token and params.get("next_token"):
-        return Outcome(repeated_token(reply, params["next_token"][0]), fault="repeated_token")
-    return _spoiled(faults, reply)
+        repeated = repeated_token(reply, params["next_token"][0])
+        if repeated is not None:
+            reply = repeated
+            struck.append("repeated_token")
+    reply, reshaping = reshaped(faults, path, reply)
+    return _spoiled(faults, reply, struck + reshaping)
 
 
 def _refusal(faults: Faults) -> Outcome | None:
+    if faults.refuse_with is not None:
+        return Outcome(refusal(faults.refuse_with, faults.retry_after), fault="refuse_with")
     strike = faults.draw_before_handling()
     if strike is None:
         return None
@@ -71,13 +89,14 @@ def _refusal(faults: Faults) -> Outcome | None:
     return Outcome(server_error(strike.turn), fault=strike.name)
 
 
-def _spoiled(faults: Faults, reply: Reply) -> Outcome:
+def _spoiled(faults: Faults, reply: Reply, struck: list[str]) -> Outcome:
     strike = faults.draw_after_handling()
     if strike is None:
-        return Outcome(reply)
+        return Outcome(reply, fault="+".join(struck) or None)
+    fault = "+".join([*struck, strike.name])
     if strike.name == "truncated_body":
-        return Outcome(reply, cut_at=len(reply.body) // 2, fault=strike.name)
-    return Outcome(invalid_json(reply, strike.turn), fault=strike.name)
+        return Outcome(reply, cut_at=len(reply.body) // 2, fault=fault)
+    return Outcome(invalid_json(reply, strike.turn), fault=fault)
 
 
 # (method, path, query parameters, Authorization header) -> what to send

@@ -142,7 +142,11 @@ class ScaleSimulator:
 
     @property
     def requests(self) -> list[JsonObject]:
-        """Handled requests, oldest first: method, path, params, status (0: none sent), fault."""
+        """Handled requests, oldest first: method, path, params, status (0: none sent), fault.
+
+        `fault` names the faults that struck the request, joined by "+" in the order they
+        struck (e.g. "empty_page" or "type_drift+truncated_body"), or is None.
+        """
         with self._log_lock:
             return list(self._log)
 
@@ -150,6 +154,24 @@ class ScaleSimulator:
         """Forget the requests handled so far."""
         with self._log_lock:
             self._log.clear()
+
+    # Which objects the per-object faults hit
+
+    def drifted(self, item_id: str) -> bool:
+        """Whether the task or delivery with this id is served with drifted types.
+
+        True when `faults.type_drift` hits it (given the current seed and share), on the paths
+        the faults apply to; it is then drifted in every response holding it there.
+        """
+        return self.faults.strikes_item("type_drift", item_id)
+
+    def stripped(self, task_id: str) -> bool:
+        """Whether the task with this id is served without its optional fields.
+
+        True when `faults.missing_fields` hits it (given the current seed and share), on the
+        paths the faults apply to; it then lacks them in every response holding it there.
+        """
+        return self.faults.strikes_item("missing_fields", task_id)
 
     # The truth, rendered as the API renders it
 
