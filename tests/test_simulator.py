@@ -225,6 +225,33 @@ def test_tokens_are_opaque(sim: ScaleSimulator) -> None:
     assert "task_" not in base64.urlsafe_b64decode(token + "==").decode("latin-1")
 
 
+def test_every_token_is_new_yet_resumes_at_the_same_place(
+    sim: ScaleSimulator, session: requests.Session
+) -> None:
+    params = {"project_id": sim.projects[0]["id"], "limit": 4}
+    tokens = [session.get(f"{sim.url}/tasks", params=params).json()["next_token"] for _ in range(5)]
+    assert len(set(tokens)) == len(tokens)
+    pages = [
+        session.get(f"{sim.url}/tasks", params={**params, "next_token": token}).json()
+        for token in tokens
+    ]
+    assert all(page["tasks"] == pages[0]["tasks"] for page in pages)
+    assert len({page["next_token"] for page in pages}) == len(pages)
+
+
+def test_a_tampered_token_is_refused(sim: ScaleSimulator, session: requests.Session) -> None:
+    params = {"project_id": sim.projects[0]["id"], "limit": 4}
+    token = session.get(f"{sim.url}/tasks", params=params).json()["next_token"]
+    raw = bytearray(base64.urlsafe_b64decode(token))
+    for position in (1, 20, len(raw) - 20, len(raw) - 1):  # scope, nonce, cursor, signature
+        changed = raw.copy()
+        changed[position] ^= 1
+        forged = base64.urlsafe_b64encode(bytes(changed)).decode().rstrip("=")
+        response = session.get(f"{sim.url}/tasks", params={**params, "next_token": forged})
+        assert response.status_code == 400, position
+        assert "not a token this API issued" in response.json()["error"]
+
+
 def test_results_are_not_sorted_by_completed_at(sim: ScaleSimulator) -> None:
     tasks = call(sim, "/tasks", project_id=sim.projects[0]["id"], status="completed").json()
     instants = [parse(task["completed_at"]) for task in tasks["tasks"]]
@@ -552,6 +579,236 @@ def test_slow_seconds_adds_latency(fresh: ScaleSimulator) -> None:
     started = time.monotonic()
     assert call(fresh, "/datasets").status_code == 200
     assert time.monotonic() - started >= 0.2
+
+
+@pytest.fixture
+def fresh_session(fresh: ScaleSimulator) -> t.Iterator[requests.Session]:
+    with requests.Session() as client:
+        client.headers["Authorization"] = f"Bearer {fresh.api_key}"
+        yield client
+
+
+def test_empty_pages_lose_nothing(fresh: ScaleSimulator, fresh_session: requests.Session) -> None:
+    fresh.faults = Faults(empty_page=0.5, seed=3)
+    for project in fresh.projects:
+        pages = all_pages(fresh_session, f"{fresh.url}/tasks", project_id=project["id"], limit=7)
+        served = [task["task_id"] for page in pages for task in page]
+        truth = [task["task_id"] for task in fresh.tasks(project_id=project["id"])]
+        assert sorted(served) == sorted(truth)
+        assert [page for page in pages if page] == [
+            truth[start : start + 7] for start in range(0, len(truth), 7)
+        ] or served == truth
+    faults = [request["fault"] for request in fresh.requests]
+    assert 0 < faults.count("empty_page") < len(faults)
+    # The last request of every walk was not an empty page: it carried no token.
+    assert sum(not page for page in pages) > 0
+
+
+def test_an_empty_page_keeps_the_body_and_resumes_where_it_was_asked(
+    fresh: ScaleSimulator, fresh_session: requests.Session
+) -> None:
+    project = fresh.projects[0]
+    delivery = fresh.deliveries(project["id"])[0]
+    dataset_delivery = fresh.dataset_deliveries()[0]
+    cases = [
+        ("/tasks", "tasks", {"project_id": project["id"]}),
+        ("/batches", "batches", {"project_id": project["id"]}),
+        ("/delivery", "tasks", {"delivery_id": delivery["id"], "expand": "delivery"}),
+        ("/datasets/delivery", "tasks", {"delivery_id": dataset_delivery["id"]}),
+        ("/datasets/tasks", "tasks", {"delivery_id": dataset_delivery["id"]}),
+    ]
+    for path, key, query in cases:
+        params = {**query, "limit": 1}
+        first = fresh_session.get(f"{fresh.url}{path}", params=params).json()
+        second = fresh_session.get(
+            f"{fresh.url}{path}", params={**params, "next_token": first["next_token"]}
+        ).json()
+        fresh.faults.empty_page = 1.0
+        for expected, token in ((first, None), (second, first["next_token"])):
+            asked = params if token is None else {**params, "next_token": token}
+            empty = fresh_session.get(f"{fresh.url}{path}", params=asked).json()
+            assert empty[key] == []
+            assert set(empty) == set(expected), path
+            assert empty.get("delivery") == expected.get("delivery")
+            assert empty["next_token"] not in {token, expected["next_token"]}
+            fresh.faults.empty_page = 0.0
+            resumed = {**params, "next_token": empty["next_token"]}
+            assert (
+                fresh_session.get(f"{fresh.url}{path}", params=resumed).json()[key]
+                == (expected[key])
+            ), path
+            fresh.faults.empty_page = 1.0
+        fresh.faults.empty_page = 0.0
+    assert {r["fault"] for r in fresh.requests} == {None, "empty_page"}
+
+
+def test_empty_pages_strike_only_paginated_requests_the_api_accepts(
+    fresh: ScaleSimulator,
+) -> None:
+    fresh.faults.empty_page = 1.0
+    project = fresh.projects[0]
+    assert call(fresh, "/projects").json() == {"projects": fresh.projects}
+    assert call(fresh, "/deliveries", project_id=project["id"]).json()["deliveries"]
+    assert call(fresh, "/tasks", project_id=project["id"], limit=0).status_code == 400
+    assert call(fresh, "/tasks", project_id="project_missing").status_code == 404
+    assert [r["fault"] for r in fresh.requests] == [None] * 4
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (400, "Invalid request: "),
+        (401, "Unauthorized: "),
+        (402, "Payment required: your account has an outstanding balance"),
+        (403, "Forbidden: this API key cannot access this resource"),
+        (404, "Not found: "),
+        (409, "Conflict: "),
+        (429, "Too many requests"),
+        (418, "I'm a Teapot"),
+        (503, "Service Unavailable"),
+        (299, "Request refused with status 299"),
+    ],
+)
+def test_refuse_with_answers_every_request_with_that_status(
+    fresh: ScaleSimulator, status: int, message: str
+) -> None:
+    fresh.faults = Faults(refuse_with=status, only_paths=("/v2/tasks", "/v2/projects"))
+    for response in (
+        call(fresh, "/tasks", project_id=fresh.projects[0]["id"]),
+        requests.get(f"{fresh.url}/projects", timeout=10),  # refused before authentication
+    ):
+        assert response.status_code == status
+        assert response.headers["Content-Type"] == "application/json"
+        body = response.json()
+        assert set(body) == {"status_code", "error"}
+        assert body["status_code"] == status
+        assert body["error"].startswith(message)
+        assert ("Retry-After" in response.headers) == (status == 429)
+    assert call(fresh, "/datasets").status_code == 200
+    assert [r["fault"] for r in fresh.requests] == ["refuse_with", "refuse_with", None]
+
+
+def test_refuse_with_only_takes_statuses_a_response_can_have() -> None:
+    for status in (100, 204, 304, 600, -1):
+        with pytest.raises(ValueError, match="refuse_with"):
+            Faults(refuse_with=status)
+    faults = Faults()
+    for wrong in (True, 402.0, "402"):
+        with pytest.raises(TypeError, match="refuse_with"):
+            faults.refuse_with = wrong  # type: ignore[assignment]
+    faults.refuse_with = 402
+    faults.refuse_with = None
+
+
+def undrift(task: dict[str, t.Any], truth: dict[str, t.Any]) -> dict[str, t.Any]:
+    """A drifted task with its values turned back into the types the models promise."""
+    task = json.loads(json.dumps(task))
+    assert task.pop("priority") == 3
+    assert isinstance(task["metadata"], str)
+    task["metadata"] = json.loads(task["metadata"])
+    for node in walk(task):
+        parameters = node.get("model_parameters", {})
+        for name, kind in (("temperature", float), ("max_completion_tokens", int)):
+            if name in parameters:
+                assert isinstance(parameters[name], str)
+                parameters[name] = kind(parameters[name])
+    drifted = annotations_of([task])
+    for annotation, original in zip(drifted, annotations_of([truth]), strict=True):
+        if "labels" in original:
+            assert annotation["labels"] == ",".join(original["labels"])
+            annotation["labels"] = original["labels"]
+    return task
+
+
+def test_type_drift_is_observable_per_task(
+    fresh: ScaleSimulator, fresh_session: requests.Session
+) -> None:
+    fresh.faults = Faults(type_drift=0.5, seed=2)
+    project = fresh.projects[0]
+    truth = fresh.tasks(project_id=project["id"])
+    pages = all_pages(
+        fresh_session, f"{fresh.url}/tasks", project_id=project["id"], opts=list(ALL_OPTS)
+    )
+    served = [task for page in pages for task in page]
+    drifted = [fresh.drifted(task["task_id"]) for task in truth]
+    assert 0 < sum(drifted) < len(truth)
+    for task, original, hit in zip(served, truth, drifted, strict=True):
+        assert task == (original if not hit else task)
+        if hit:
+            assert undrift(task, original) == original
+    assert any(isinstance(n.get("labels"), str) for n in walk(served))
+    assert any(
+        isinstance(n.get("model_parameters", {}).get("temperature"), str) for n in walk(served)
+    )
+    one = next(task for task, hit in zip(truth, drifted, strict=True) if hit)
+    assert call(fresh, "/task", task_id=one["task_id"]).json()["priority"] == 3
+    assert fresh.requests[0]["fault"] == "type_drift"
+
+
+def test_type_drift_reaches_deliveries(fresh: ScaleSimulator) -> None:
+    fresh.faults = Faults(type_drift=0.5, seed=2)
+    project = fresh.projects[0]
+    done = [task["task_id"] for task in fresh.tasks(project_id=project["id"], status="completed")]
+    for number in range(6):
+        fresh.deliver(project["id"], done[number::6])
+    truth = fresh.deliveries(project["id"])
+    served = call(fresh, "/deliveries", project_id=project["id"]).json()["deliveries"]
+    hits = [fresh.drifted(delivery["id"]) for delivery in truth]
+    assert 0 < sum(hits) < len(truth)
+    for delivery, original, hit in zip(served, truth, hits, strict=True):
+        if hit:
+            assert delivery["task_count"] == str(original["task_count"])
+            delivery["task_count"] = int(delivery["task_count"])
+        assert delivery == original
+    hit = truth[hits.index(True)]
+    body = call(fresh, "/delivery", delivery_id=hit["id"], expand="delivery", limit=1).json()
+    assert body["delivery"]["task_count"] == str(hit["task_count"])
+
+
+def test_missing_fields_are_observable_per_task(
+    fresh: ScaleSimulator, fresh_session: requests.Session
+) -> None:
+    fresh.faults = Faults(missing_fields=0.5, seed=4)
+    truth = fresh.tasks(opts=())
+    served = [
+        task
+        for project in fresh.projects
+        for page in all_pages(fresh_session, f"{fresh.url}/tasks", project_id=project["id"])
+        for task in page
+    ]
+    hits = [fresh.stripped(task["task_id"]) for task in truth]
+    assert 0 < sum(hits) < len(truth)
+    optional = {"batch", "metadata", "errors"}
+    for task, original, hit in zip(served, truth, hits, strict=True):
+        if not hit:
+            assert task == original
+            continue
+        assert not optional & set(task)
+        assert {key: value for key, value in original.items() if key not in optional} == {
+            key: value for key, value in task.items() if key != "threads"
+        }
+        for thread, thread_truth in zip(
+            task.get("threads", []), original.get("threads", []), strict=True
+        ):
+            assert "annotations" not in thread
+            assert len(thread["turns"]) == len(thread_truth["turns"])
+            for turn in thread["turns"]:
+                assert "annotations" not in turn
+                assert all("source_id" not in message for message in turn["messages"])
+    assert any(hit and task["status"] == "error" for task, hit in zip(truth, hits, strict=True))
+    assert "missing_fields" in {r["fault"] for r in fresh.requests}
+
+
+def test_faults_that_strike_together_are_all_named(fresh: ScaleSimulator) -> None:
+    fresh.faults = Faults(type_drift=1.0, missing_fields=1.0, empty_page=1.0, truncated_body=1.0)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        call(fresh, "/task", task_id=fresh.tasks()[0]["task_id"])
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        call(fresh, "/tasks", project_id=fresh.projects[0]["id"])
+    assert [r["fault"] for r in fresh.requests] == [
+        "missing_fields+type_drift+truncated_body",
+        "empty_page+truncated_body",
+    ]
 
 
 # HTTP
