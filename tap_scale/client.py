@@ -17,7 +17,7 @@ from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_scale.models import parse_timestamp
+from tap_scale.models import conform, parse_timestamp
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -37,6 +37,9 @@ if t.TYPE_CHECKING:
 DEFAULT_API_URL = "https://api.scale.com/v2"
 DEFAULT_MAX_TRIES = 8
 DEFAULT_REQUEST_TIMEOUT = 120
+# Repairs of unexpected data are logged one by one up to this many per stream, then summarised,
+# so a drifted field in every record does not drown the log.
+LOGGED_REPAIRS = 20
 # Exponential backoff between tries: 1, 2, 4, ... seconds, never more than a minute, each drawn
 # at random below that ceiling ("full jitter"), so that many clients do not retry in step.
 BACKOFF_CEILING = 60
@@ -177,6 +180,36 @@ class ScaleStream(RESTStream[str | None]):
 
     #: The key of the response body that holds this stream's records, e.g. "tasks".
     records_key: str = ""
+    #: Fields holding another Scale object's id, which Scale expands into the object on request.
+    id_fields: t.ClassVar[tuple[str, ...]] = ()
+
+    _repairs_logged = 0
+
+    @override
+    def post_process(
+        self,
+        row: dict[str, t.Any],
+        context: Context | None = None,
+    ) -> dict[str, t.Any] | None:
+        """Emit ids for related objects, one timestamp form, and columns of the schema's types."""
+        for field in self.id_fields:
+            # An expanded object where an id is expected (never asked for, but cheap to undo).
+            if isinstance(row.get(field), dict):
+                row[field] = row[field].get("id")
+        if self.replication_key:
+            # The SDK reads the replication key from every record; Scale omits it when unset.
+            row.setdefault(self.replication_key, None)
+        for change in conform(row, self.schema):
+            self._log_repair(row, change)
+        return row
+
+    def _log_repair(self, row: dict[str, t.Any], change: str) -> None:
+        self._repairs_logged += 1
+        if self._repairs_logged <= LOGGED_REPAIRS:
+            key = ", ".join(str(row.get(name)) for name in self.primary_keys)
+            self.logger.warning("Unexpected data in %s record %s: %s", self.name, key, change)
+        if self._repairs_logged == LOGGED_REPAIRS:
+            self.logger.warning("Further repairs of %s records are not logged", self.name)
 
     @override
     @property

@@ -13,6 +13,7 @@ throughout, each because Scale's real responses demand it:
 
 from __future__ import annotations
 
+import json
 import re
 import typing as t
 from datetime import datetime, timezone
@@ -279,5 +280,66 @@ def format_timestamp(moment: datetime) -> str:
 
 
 def utc_timestamp(value: str | None) -> str | None:
-    """Normalise one of Scale's timestamps to the emitted form; ``None`` stays ``None``."""
-    return None if value is None else format_timestamp(parse_timestamp(value))
+    """Normalise one of Scale's timestamps to the emitted form; ``None`` stays ``None``.
+
+    Raises:
+        ValueError: If the value is not an ISO 8601 timestamp.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        msg = f"{value!r} is not an ISO 8601 timestamp"
+        raise TypeError(msg)
+    return format_timestamp(parse_timestamp(value))
+
+
+# --- Records as emitted -------------------------------------------------------------------------
+
+
+def conform(record: dict[str, t.Any], schema: dict[str, t.Any]) -> list[str]:
+    """Bring a record's top-level values to the types its schema gives them; say what changed.
+
+    Top-level fields become warehouse columns, where a value of the wrong type fails a load;
+    nested values live in JSON columns and are left as Scale sent them. Only lossless repairs
+    are made: a timestamp is rewritten in the one emitted form, a number sent as a string becomes
+    the number, an object sent as a JSON string becomes the object. A timestamp that cannot be
+    read is set to null (it would otherwise corrupt bookmarks). Anything else is kept as sent.
+    """
+    changes = []
+    for name, field in schema["properties"].items():
+        value = record.get(name)
+        types = set(field.get("type", ()))
+        if value is None:
+            continue
+        if field.get("format") == "date-time":
+            try:
+                record[name] = utc_timestamp(value)
+            except (TypeError, ValueError):
+                record[name] = None
+                changes.append(f"{name} {value!r} is not a timestamp: emitted as null")
+        elif isinstance(value, str) and types & {"integer", "number"}:
+            number = _number(value, integer="integer" in types)
+            if number is not None:
+                record[name] = number
+                changes.append(f"{name} came as the string {value!r}: emitted as a number")
+        elif isinstance(value, str) and "object" in types:
+            decoded = _json_object(value)
+            if decoded is not None:
+                record[name] = decoded
+                changes.append(f"{name} came as a JSON string: emitted as the object it encodes")
+    return changes
+
+
+def _number(text: str, *, integer: bool) -> int | float | None:
+    try:
+        return int(text) if integer else float(text)
+    except ValueError:
+        return None
+
+
+def _json_object(text: str) -> dict[str, t.Any] | None:
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        return None
+    return decoded if isinstance(decoded, dict) else None

@@ -30,7 +30,7 @@ class DatasetsStream(ScaleStream):
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         # Resolving the selection already listed them: one request serves both.
-        yield from self.selection.datasets
+        yield from map(dict, self.selection.datasets)  # copies: records are post-processed
 
 
 class DatasetDeliveriesStream(DeliveryListStream):
@@ -39,6 +39,7 @@ class DatasetDeliveriesStream(DeliveryListStream):
     name = "dataset_deliveries"
     path = "/datasets/deliveries"
     partition_key = "dataset"
+    id_fields = ("dataset",)
     target_settings = ("dataset_delivery_ids",)
     schema = DATASET_DELIVERY.to_dict()
 
@@ -63,6 +64,7 @@ class DatasetTasksStream(DeliveredTasksStream):
     records_key = "tasks"
     parent_stream_type = DatasetDeliveriesStream
     schema = DATASET_TASK.to_dict()
+    id_fields = ("dataset", "delivery")
 
     @override
     def get_url_params(
@@ -76,14 +78,3 @@ class DatasetTasksStream(DeliveredTasksStream):
             "limit": self.config.get("page_size", 100),
             "next_token": next_page_token,
         }
-
-    @override
-    def post_process(
-        self,
-        row: dict[str, t.Any],
-        context: Context | None = None,
-    ) -> dict[str, t.Any] | None:
-        for field in ("dataset", "delivery"):
-            if isinstance(row.get(field), dict):
-                row[field] = row[field].get("id")
-        return row

@@ -12,7 +12,7 @@ import typing as t
 from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE, REPLICATION_INCREMENTAL
 
 from tap_scale.client import ScaleStream
-from tap_scale.models import DELIVERY, DELIVERY_TASK, format_timestamp, utc_timestamp
+from tap_scale.models import DELIVERY, DELIVERY_TASK, format_timestamp
 from tap_scale.streams.tasks import TaskRecordsStream
 
 if sys.version_info >= (3, 12):
@@ -38,6 +38,18 @@ class DeliveredTasksStream(ScaleStream):
     # Every task of a delivery carries the same `delivered_at`: unsorted, so that the partition's
     # bookmark (its "done" mark) is only set once the last page is read.
     is_sorted = False
+
+    @override
+    def post_process(
+        self,
+        row: dict[str, t.Any],
+        context: Context | None = None,
+    ) -> dict[str, t.Any] | None:
+        assert context is not None  # noqa: S101  # always read per delivery
+        # Which delivery brought the task, and when: also the partition's bookmark.
+        row["delivery"] = context["delivery"]
+        row["delivered_at"] = context["delivered_at"]
+        return super().post_process(row, context)
 
     def has_synced(self, context: Context) -> bool:
         """Whether an earlier run (or this one) read every task of this delivery."""
@@ -98,10 +110,7 @@ class DeliveryListStream(ScaleStream):
         wanted = self.wanted()
         if wanted is not None and row["id"] not in wanted:
             return None
-        if isinstance(row.get(self.partition_key), dict):
-            row[self.partition_key] = row[self.partition_key].get("id")
-        row["delivered_at"] = utc_timestamp(row.get("delivered_at"))
-        return row
+        return super().post_process(row, context)
 
     @override
     def generate_child_contexts(
@@ -124,6 +133,7 @@ class DeliveriesStream(DeliveryListStream):
     name = "deliveries"
     path = "/deliveries"
     partition_key = "project"
+    id_fields = ("project",)
     target_settings = ("delivery_ids", "delivery_names")
     schema = DELIVERY.to_dict()
 

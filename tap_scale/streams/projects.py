@@ -6,7 +6,7 @@ import sys
 import typing as t
 
 from tap_scale.client import ScaleStream
-from tap_scale.models import BATCH, PROJECT, utc_timestamp
+from tap_scale.models import BATCH, PROJECT
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -29,8 +29,7 @@ class ProjectsStream(ScaleStream):
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         # Resolving the selection already listed them: one request serves both.
-        for project in self.selection.projects:
-            yield {**project, "created_at": utc_timestamp(project.get("created_at"))}
+        yield from map(dict, self.selection.projects)  # copies: records are post-processed
 
 
 class BatchesStream(ScaleStream):
@@ -41,6 +40,7 @@ class BatchesStream(ScaleStream):
     records_key = "batches"
     primary_keys = ("id",)
     schema = BATCH.to_dict()
+    id_fields = ("project",)
 
     @override
     @property
@@ -59,15 +59,3 @@ class BatchesStream(ScaleStream):
             "limit": self.config.get("page_size", 100),
             "next_token": next_page_token,
         }
-
-    @override
-    def post_process(
-        self,
-        row: dict[str, t.Any],
-        context: Context | None = None,
-    ) -> dict[str, t.Any] | None:
-        if isinstance(row.get("project"), dict):
-            row["project"] = row["project"].get("id")
-        for field in ("created_at", "completed_at"):
-            row[field] = utc_timestamp(row.get(field))
-        return row

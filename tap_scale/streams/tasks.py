@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import typing as t
@@ -51,23 +52,21 @@ class TaskRecordsStream(ScaleStream):
             "next_token": next_page_token,
         }
 
+    id_fields = ("project", "batch")
+
     @override
     def post_process(
         self,
         row: dict[str, t.Any],
         context: Context | None = None,
     ) -> dict[str, t.Any] | None:
-        for field in ("project", "batch"):
-            # An expanded object where an id is expected (never asked for, but cheap to undo).
-            if isinstance(row.get(field), dict):
-                row[field] = row[field].get("id")
-        # Always present, if null: the SDK reads the replication key from every record, and tasks
-        # that are not completed come without a `completed_at`.
-        for field in ("created_at", "completed_at"):
-            row[field] = utc_timestamp(row.get(field))
-        for thread in row.get("threads") or ():
-            for submission in thread.get("submissions") or ():
-                if "submitted_at" in submission:
+        row = t.cast("dict[str, t.Any]", super().post_process(row, context))
+        threads = row.get("threads")
+        for thread in threads if isinstance(threads, list) else ():
+            submissions = thread.get("submissions") if isinstance(thread, dict) else None
+            for submission in submissions if isinstance(submissions, list) else ():
+                with contextlib.suppress(TypeError, ValueError, AttributeError):
+                    # Nested, so kept as sent when unreadable; rewritten for sorting when not.
                     submission["submitted_at"] = utc_timestamp(submission["submitted_at"])
         return row
 
