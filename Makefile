@@ -1,18 +1,22 @@
 # Everything a fresh machine needs, from nothing but Python 3.10+ and make:
-# a private uv (in .tools/) installs the locked dependencies into .venv/.
+# a private uv (in .tools/) installs the locked dependencies into .venv/ and the locked Meltano
+# into .meltano-venv/; Meltano installs the tap and the targets of meltano.yml into .meltano/.
 PYTHON ?= python3
 TOOLS := .tools
 VENV := .venv
 UV := $(TOOLS)/bin/uv
+MELTANO_VENV := .meltano-venv
+export MELTANO := $(abspath $(MELTANO_VENV))/bin/meltano
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
+export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
 
 .PHONY: demo test lint check clean
 
-demo: $(VENV)/.synced  ## Simulator -> tap-scale -> a local file; prints records per stream and state
+demo: $(VENV)/.synced .meltano/.installed  ## Simulator -> meltano run tap-scale target-duckdb -> report
 	$(VENV)/bin/python -m tap_scale.testing.demo
 
-test: $(VENV)/.synced  ## The test suite, over real HTTP against the simulator
+test: $(VENV)/.synced .meltano/.installed  ## The tests: the tap over real HTTP, Meltano into real targets
 	$(VENV)/bin/pytest
 
 lint: $(VENV)/.synced  ## ruff and strict mypy
@@ -30,5 +34,16 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) sync --locked --python $(PYTHON)
 	touch $@
 
+$(MELTANO): $(UV) requirements-meltano.txt
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(MELTANO_VENV)
+	$(UV) pip install --quiet --python $(MELTANO_VENV)/bin/python -r requirements-meltano.txt
+	touch $@
+
+# target-snowflake is defined for users but not installed: there is no Snowflake to load here.
+.meltano/.installed: $(MELTANO) meltano.yml pyproject.toml
+	$(MELTANO) install extractor tap-scale
+	$(MELTANO) install loader target-duckdb target-postgres target-jsonl
+	touch $@
+
 clean:
-	rm -rf $(TOOLS) $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(TOOLS) $(VENV) $(MELTANO_VENV) .meltano output .demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,106 +1,124 @@
-"""``make demo``: the simulator, tap-scale run against it twice into local files, and a summary.
+"""``make demo``: the simulated Scale API, ``meltano run tap-scale target-duckdb``, a report.
 
-The first run is a full sync; then the simulated Scale completes and adds a few tasks, and the
-second run, given the first run's state, emits only those.
+The pipeline runs twice: a full sync into a local DuckDB file, then, after the simulated Scale has
+completed, added and delivered a few tasks, an incremental one that says how many tasks were new.
+The report is read from the DuckDB file, as an analyst would.
 """
 
 from __future__ import annotations
 
-import collections
-import json
+import os
 import subprocess
 import sys
 import typing as t
 from pathlib import Path
 
+import duckdb
+
 from tap_scale.testing import ScaleSimulator
 
-WORKDIR = Path(".demo")
-TAP = str(Path(sys.executable).with_name("tap-scale"))
-SHOWN_PARTITIONS = 6
+WAREHOUSE = Path(".demo/warehouse.duckdb")
+MELTANO = os.environ.get("MELTANO", ".meltano-venv/bin/meltano")
+# The demo's own state in Meltano's system database, apart from a user's pipelines.
+STATE_ID_SUFFIX = "demo"
+
+TASKS_BY_PROJECT_AND_STATUS = """
+    SELECT p.name AS project, t.status, count(*) AS tasks
+    FROM scale.tasks t LEFT JOIN scale.projects p ON p.id = t.project
+    GROUP BY ALL ORDER BY ALL
+"""
+DELIVERIES = """
+    SELECT count(DISTINCT d.id) AS deliveries, count(dt.task_id) AS delivered_tasks
+    FROM scale.deliveries d LEFT JOIN scale.delivery_tasks dt ON dt.delivery = d.id
+"""
+# Every integer annotation on a model's message, averaged per model: unnest the task's threads,
+# their turns' messages, and those messages' annotations (JSON columns in DuckDB).
+INTEGER_ANNOTATION_MEANS = """
+    WITH messages AS (
+        SELECT unnest(json_extract(threads, '$[*].turns[*].messages[*]')) AS message
+        FROM scale.tasks
+    ), annotations AS (
+        SELECT message ->> '$.model_parameters.model' AS model,
+               unnest(json_extract(message, '$.annotations[*]')) AS annotation
+        FROM messages
+    )
+    SELECT model, annotation ->> '$.key' AS annotation,
+           round(avg((annotation ->> '$.value')::DOUBLE), 2) AS mean, count(*) AS rated
+    FROM annotations
+    WHERE annotation ->> '$.type' = 'integer' AND model IS NOT NULL
+    GROUP BY ALL ORDER BY ALL
+"""
 
 
-def sync(
-    name: str, config: Path, state: dict[str, t.Any] | None, project_names: dict[str, str]
-) -> dict[str, t.Any]:
-    """Run tap-scale into ``.demo/<name>.singer.jsonl``, print a summary, return its last state."""
-    output = WORKDIR / f"{name}.singer.jsonl"
-    args = [TAP, "--config", str(config)]
-    if state is not None:
-        state_file = WORKDIR / f"{name}.state-in.json"
-        state_file.write_text(json.dumps(state))
-        args += ["--state", str(state_file)]
-    with output.open("w") as stdout, (WORKDIR / f"{name}.log").open("w") as stderr:
-        subprocess.run(args, stdout=stdout, stderr=stderr, check=True)
-
-    per_stream, per_partition, final_state = read_messages(output)
-    print(f"\n== {name}: {sum(per_stream.values())} records -> {output}")
-    for stream, count in sorted(per_stream.items()):
-        print(f"   {stream:<20} {count:>6} records")
-    print("   tasks per project and status:")
-    for (project, status), count in sorted(per_partition.items()):
-        print(f"     {project_names.get(project, project):<26} {status:<10} {count:>6}")
-    print("   final state, one partition a line:")
-    for stream, bookmarks in final_state.get("bookmarks", {}).items():
-        partitions = bookmarks.get("partitions", [bookmarks])
-        for partition in partitions[:SHOWN_PARTITIONS]:
-            print(f"     {stream}: {json.dumps(partition)}")
-        if len(partitions) > SHOWN_PARTITIONS:
-            print(f"     {stream}: ... {len(partitions) - SHOWN_PARTITIONS} more partitions")
-    return final_state
+def meltano_run(simulator: ScaleSimulator, *, full_refresh: bool) -> None:
+    """``meltano run tap-scale target-duckdb`` against the simulator, into the demo's file."""
+    command = [MELTANO, "run", "--state-id-suffix", STATE_ID_SUFFIX]
+    if full_refresh:
+        command.append("--full-refresh")
+    command += ["tap-scale", "target-duckdb"]
+    env = {
+        **os.environ,
+        "TAP_SCALE_API_URL": simulator.url,
+        "TAP_SCALE_API_KEY": simulator.api_key,
+        "TARGET_DUCKDB_FILEPATH": str(WAREHOUSE),
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    print(f"\n$ {' '.join(command[1:])}", flush=True)
+    log = WAREHOUSE.with_suffix(".log")
+    with log.open("a") as output:
+        done = subprocess.run(command, env=env, stdout=output, stderr=output, check=False)
+    if done.returncode != 0:
+        sys.exit(f"meltano run failed (exit {done.returncode}); its log is in {log}")
 
 
-def read_messages(
-    output: Path,
-) -> tuple[collections.Counter[str], collections.Counter[tuple[str, str]], dict[str, t.Any]]:
-    """Records per stream, tasks per (project, status), and the last state of a run's output."""
-    per_stream: collections.Counter[str] = collections.Counter()
-    per_partition: collections.Counter[tuple[str, str]] = collections.Counter()
-    final_state: dict[str, t.Any] = {}
-    with output.open() as messages:
-        for line in messages:
-            message = json.loads(line)
-            if message["type"] == "RECORD":
-                per_stream[message["stream"]] += 1
-                if message["stream"] == "tasks":
-                    record = message["record"]
-                    per_partition[record["project"], record["status"]] += 1
-            elif message["type"] == "STATE":
-                final_state = message["value"]
+def query(sql: str) -> tuple[list[str], list[tuple[t.Any, ...]]]:
+    """Column names and rows of a query on the demo's warehouse, read-only."""
+    with duckdb.connect(str(WAREHOUSE), read_only=True) as warehouse:
+        result = warehouse.sql(sql)
+        return result.columns, result.fetchall()
 
-    return per_stream, per_partition, final_state
+
+def table(title: str, sql: str) -> None:
+    """Print a query's result as a small aligned table."""
+    columns, rows = query(sql)
+    cells = [columns, *[[str(value) for value in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    print(f"\n{title}")
+    for row in cells:
+        print("  " + "  ".join(value.ljust(width) for value, width in zip(row, widths)))
+
+
+def task_ids() -> set[str]:
+    """Every task id in the warehouse."""
+    return {row[0] for row in query("SELECT task_id FROM scale.tasks")[1]}
 
 
 def main() -> None:
     """Run the demo end to end."""
-    WORKDIR.mkdir(exist_ok=True)
+    WAREHOUSE.parent.mkdir(exist_ok=True)
+    WAREHOUSE.unlink(missing_ok=True)
+    WAREHOUSE.with_suffix(".log").unlink(missing_ok=True)
     with ScaleSimulator(projects=3, tasks_per_project=120) as simulator:
-        print(f"Simulated Scale API at {simulator.url} (key {simulator.api_key})")
-        config = WORKDIR / "config.json"
-        config.write_text(
-            json.dumps(
-                {
-                    "api_url": simulator.url,
-                    "api_key": simulator.api_key,
-                    "task_statuses": ["completed", "pending"],
-                }
-            )
-        )
-        names = {project["id"]: project["name"] for project in simulator.projects}
-        state = sync("run-1-full", config, None, names)
+        print(f"Simulated Scale API at {simulator.url}; warehouse {WAREHOUSE}")
+        meltano_run(simulator, full_refresh=True)
+        table("Tasks per project and status", TASKS_BY_PROJECT_AND_STATUS)
+        table("Deliveries", DELIVERIES)
+        table("Mean of each integer annotation, per model", INTEGER_ANNOTATION_MEANS)
+        before = task_ids()
 
-        project = simulator.projects[0]["id"]
-        completed = simulator.complete_tasks(project, 5)
-        added = simulator.add_tasks(project, 3)
-        delivery = simulator.deliver(project, [task["task_id"] for task in [*completed, *added]])
+        project = simulator.projects[0]
+        completed = simulator.complete_tasks(project["id"], 5)
+        added = simulator.add_tasks(project["id"], 3)
+        delivered = simulator.deliver(project["id"], [t["task_id"] for t in [*completed, *added]])
         print(
-            f"\nMeanwhile at Scale: {len(completed)} pending tasks of {names[project]!r} were "
-            f"completed and {len(added)} new completed tasks added, all delivered in "
-            f"{delivery['name']!r}. The second run reads "
-            "completed tasks from each bookmark (less the lookback, ties included) and pending "
-            "tasks, which have no completed_at, in full."
+            f"\nMeanwhile at Scale: in {project['name']!r}, {len(completed)} pending tasks were "
+            f"completed, {len(added)} new tasks were completed, and all {delivered['task_count']} "
+            f"were delivered in {delivered['name']!r}."
         )
-        sync("run-2-incremental", config, state, names)
+        meltano_run(simulator, full_refresh=False)
+        new = task_ids() - before
+        print(f"\nIncremental run: {len(new)} new tasks in the warehouse ({len(before)} before).")
+        table("Deliveries", DELIVERIES)
 
 
 if __name__ == "__main__":
