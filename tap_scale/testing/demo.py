@@ -85,7 +85,9 @@ def table(title: str, sql: str) -> None:
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     print(f"\n{title}")
     for row in cells:
-        print("  " + "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)))
+        print(
+            "  " + "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True))
+        )
 
 
 def task_ids() -> set[str]:
