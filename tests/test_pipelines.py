@@ -1,0 +1,230 @@
+"""End to end: real Meltano running tap-scale into a real PostgreSQL and a real DuckDB file.
+
+Each test runs ``meltano run`` twice, with the simulated Scale completing, adding and delivering
+tasks in between, and checks the warehouse against the simulator's truth after each run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import typing as t
+import uuid
+from pathlib import Path
+
+import duckdb
+import psycopg
+import pytest
+from psycopg import sql
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from tap_scale.testing import ScaleSimulator
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+MELTANO = Path(os.environ.get("MELTANO", PROJECT_DIR / ".meltano-venv/bin/meltano"))
+POSTGRES = "host=127.0.0.1 port=5432 user=postgres connect_timeout=5"
+# The local server trusts local connections; target-postgres insists on some password all the same.
+TRUST = "unused"
+
+# Tables by primary key, as the targets create them.
+PRIMARY_KEYS = {
+    "tasks": "task_id",
+    "deliveries": "id",
+    "delivery_tasks": "delivery, task_id",
+    "projects": "id",
+    "batches": "id",
+}
+
+# One annotation's value, dug out of the nested threads: jsonb in PostgreSQL...
+POSTGRES_ANNOTATION = """
+    SELECT a ->> 'value' FROM scale.tasks t,
+        unnest(t.threads) th,
+        jsonb_array_elements(th -> 'turns') tu,
+        jsonb_array_elements(tu -> 'messages') m,
+        jsonb_array_elements(m -> 'annotations') a
+    WHERE t.task_id = %s AND a ->> 'id' = %s
+"""
+# ...and JSON in DuckDB.
+DUCKDB_ANNOTATION = """
+    SELECT a ->> '$.value' FROM (
+        SELECT unnest(json_extract(threads, '$[*].turns[*].messages[*].annotations[*]')) AS a
+        FROM scale.tasks WHERE task_id = ?
+    ) WHERE a ->> '$.id' = ?
+"""
+
+Query = t.Callable[[str, tuple[t.Any, ...]], list[tuple[t.Any, ...]]]
+
+
+@pytest.fixture(scope="module")
+def meltano() -> Path:
+    """Meltano, with the tap and targets of meltano.yml installed (``make test`` does that)."""
+    if not MELTANO.exists() or not (PROJECT_DIR / ".meltano/.installed").exists():
+        pytest.skip(f"Meltano is not installed at {MELTANO}: run the tests with `make test`")
+    return MELTANO
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A database of its own on the local PostgreSQL, dropped afterwards."""
+    name = f"tap_scale_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(f"{POSTGRES} dbname=postgres", autocommit=True)
+    except psycopg.OperationalError as error:
+        reason = f"no PostgreSQL at 127.0.0.1:5432 ({error})"
+        print(f"SKIPPED: {reason}")  # noqa: T201 - the reason must show in CI's log
+        pytest.skip(reason)
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield name
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def meltano_run(
+    meltano: Path, loader: str, simulator: ScaleSimulator, state_id: str, **settings: str
+) -> None:
+    """``meltano run tap-scale <loader>`` against the simulator, with this run's settings."""
+    env = {
+        **os.environ,
+        "TAP_SCALE_API_URL": simulator.url,
+        "TAP_SCALE_API_KEY": simulator.api_key,
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+        **settings,
+    }
+    command = [str(meltano), "run", "--state-id-suffix", state_id, "tap-scale", loader]
+    done = subprocess.run(
+        command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+
+
+def change_the_world(simulator: ScaleSimulator) -> None:
+    """What happens at Scale between two runs: tasks completed, added, and delivered."""
+    project = simulator.projects[0]["id"]
+    completed = simulator.complete_tasks(project, 4)
+    added = simulator.add_tasks(project, 6)
+    simulator.deliver(project, [task["task_id"] for task in [*completed, *added]])
+
+
+def assert_warehouse_holds_the_truth(
+    simulator: ScaleSimulator, query: Query, annotation_sql: str
+) -> None:
+    """Row counts equal Scale's, no primary key twice, and nested annotations are queryable."""
+    truth = {
+        "tasks": len(simulator.tasks(status="completed")),
+        "deliveries": len(simulator.deliveries()),
+        "delivery_tasks": sum(
+            len(simulator.delivery_tasks(d["id"])) for d in simulator.deliveries()
+        ),
+        "projects": len(simulator.projects),
+        "batches": len(simulator.batches()),
+    }
+    for table, expected in truth.items():
+        assert query(f"SELECT count(*) FROM scale.{table}", ())[0][0] == expected, table  # noqa: S608
+        key = PRIMARY_KEYS[table]
+        twice = f"SELECT {key} FROM scale.{table} GROUP BY {key} HAVING count(*) > 1"  # noqa: S608
+        assert query(twice, ()) == [], f"a primary key of {table} appears twice"
+
+    task, annotation = _an_integer_annotation(simulator)
+    assert query(annotation_sql, (task["task_id"], annotation["id"])) == [
+        (str(annotation["value"]),)
+    ]
+
+
+def _an_integer_annotation(simulator: ScaleSimulator) -> tuple[dict[str, t.Any], dict[str, t.Any]]:
+    for task in simulator.tasks(status="completed"):
+        for thread in task.get("threads") or ():
+            for turn in thread["turns"]:
+                for message in turn["messages"]:
+                    for annotation in message.get("annotations", ()):
+                        if annotation.get("type") == "integer" and "value" in annotation:
+                            return task, annotation
+    pytest.fail("the simulator holds no integer annotation on a message")
+
+
+def postgres_query(database: str) -> Query:
+    def query(statement: str, params: tuple[t.Any, ...]) -> list[tuple[t.Any, ...]]:
+        with psycopg.connect(f"{POSTGRES} dbname={database}") as connection:
+            return connection.execute(statement, params).fetchall()
+
+    return query
+
+
+def duckdb_query(path: Path) -> Query:
+    def query(statement: str, params: tuple[t.Any, ...]) -> list[tuple[t.Any, ...]]:
+        with duckdb.connect(str(path), read_only=True) as connection:
+            return connection.execute(statement, list(params)).fetchall()
+
+    return query
+
+
+def test_meltano_into_postgres_twice_matches_scale(
+    meltano: Path, simulator: ScaleSimulator, postgres_database: str
+) -> None:
+    settings = {"TARGET_POSTGRES_DATABASE": postgres_database, "TARGET_POSTGRES_PASSWORD": TRUST}
+    state_id = uuid.uuid4().hex
+    query = postgres_query(postgres_database)
+
+    meltano_run(meltano, "target-postgres", simulator, state_id, **settings)
+    assert_warehouse_holds_the_truth(simulator, query, POSTGRES_ANNOTATION)
+
+    change_the_world(simulator)
+    meltano_run(meltano, "target-postgres", simulator, state_id, **settings)
+    assert_warehouse_holds_the_truth(simulator, query, POSTGRES_ANNOTATION)
+
+
+def test_meltano_into_duckdb_twice_matches_scale_to_the_last_row(
+    meltano: Path, simulator: ScaleSimulator, tmp_path: Path
+) -> None:
+    # Every row counted: target-duckdb with a duckdb >= 1.3 would lose each batch's first row.
+    warehouse = tmp_path / "warehouse.duckdb"
+    settings = {"TARGET_DUCKDB_FILEPATH": str(warehouse)}
+    state_id = uuid.uuid4().hex
+    query = duckdb_query(warehouse)
+
+    meltano_run(meltano, "target-duckdb", simulator, state_id, **settings)
+    assert_warehouse_holds_the_truth(simulator, query, DUCKDB_ANNOTATION)
+
+    change_the_world(simulator)
+    meltano_run(meltano, "target-duckdb", simulator, state_id, **settings)
+    assert_warehouse_holds_the_truth(simulator, query, DUCKDB_ANNOTATION)
+
+
+def test_stream_maps_and_flattening_from_meltano_config_reach_postgres(
+    meltano: Path, simulator: ScaleSimulator, postgres_database: str
+) -> None:
+    stream_maps = {
+        "tasks": {"sensitive_content_reports": "__NULL__", "task_url": "'scale:' + task_id"},
+    }
+    meltano_run(
+        meltano,
+        "target-postgres",
+        simulator,
+        uuid.uuid4().hex,
+        TARGET_POSTGRES_DATABASE=postgres_database,
+        TARGET_POSTGRES_PASSWORD=TRUST,
+        TAP_SCALE_STREAM_MAPS=json.dumps(stream_maps),
+        TAP_SCALE_FLATTENING_ENABLED="true",
+        TAP_SCALE_FLATTENING_MAX_DEPTH="1",
+    )
+    query = postgres_query(postgres_database)
+    columns: Callable[[str], set[str]] = lambda table: {  # noqa: E731
+        row[0]
+        for row in query(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'scale' AND table_name = %s",
+            (table,),
+        )
+    }
+    assert "task_url" in columns("tasks")
+    assert "sensitive_content_reports" not in columns("tasks")
+    # A nested object with known fields became one column per field.
+    assert {"metadata__task_count", "metadata__turn_count"} <= columns("dataset_deliveries")
+    task_id = simulator.tasks(status="completed")[0]["task_id"]
+    assert query("SELECT task_url FROM scale.tasks WHERE task_id = %s", (task_id,)) == [
+        (f"scale:{task_id}",)
+    ]
