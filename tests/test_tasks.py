@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import typing as t
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ if t.TYPE_CHECKING:
     from pathlib import Path
 
     from tap_scale.testing import ScaleSimulator
+    from tests.tap_run import TapRun
 
 
 def test_every_completed_task_is_emitted_exactly_once_as_scale_holds_it(
@@ -232,3 +234,34 @@ def test_a_repeated_next_token_is_a_clear_error_not_an_endless_loop(
     assert "Traceback" not in run.stderr
     # It stopped at the first repeat: one page fetched with the token, no more.
     assert sum("next_token" in r["params"] for r in simulator.requests) == 1
+
+
+def test_partitions_read_concurrently_keep_their_order_and_state(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    config = {**config, "task_statuses": ["completed", "pending"]}
+    one_at_a_time = run_tap(tmp_path, {**config, "max_concurrency": 1})
+
+    simulator.faults.slow_seconds = 0.02
+    simulator.reset_log()
+    concurrent = run_tap(tmp_path, {**config, "max_concurrency": 4})
+
+    def per_partition(run: TapRun) -> dict[tuple[str, str], list[str]]:
+        order: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
+        for record in run.records():
+            order[record["project"], record["status"]].append(record["task_id"])
+        return order
+
+    assert per_partition(concurrent) == per_partition(one_at_a_time)
+    assert concurrent.state == one_at_a_time.state
+    # The reads really overlapped: a partition's first page was asked for before the one
+    # before it had been read to its end.
+    partitions = [
+        (r["params"]["project_id"][0], r["params"]["status"][0])
+        for r in simulator.requests
+        if r["path"] == "/v2/tasks"
+    ]
+    first_seen = {p: partitions.index(p) for p in partitions}
+    last_seen = {p: len(partitions) - 1 - partitions[::-1].index(p) for p in partitions}
+    ordered = sorted(first_seen, key=first_seen.get)  # type: ignore[arg-type]
+    assert any(first_seen[b] < last_seen[a] for a, b in itertools.pairwise(ordered))

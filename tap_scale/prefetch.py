@@ -1,0 +1,132 @@
+"""Reading partitions ahead: network waits overlap with the work of emitting records.
+
+A sync spends most of its time waiting for Scale. While the tap emits one partition's records,
+background threads already fetch its next page and the first pages of the partitions after it.
+Each partition's records still come out in the order Scale served them, partitions in the order
+the SDK asks for them, and at most a few pages per partition are held: memory stays flat however
+many tasks a sync moves.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import typing as t
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+
+Record = dict[str, t.Any]
+
+# Chunks of records held per partition: the one being emitted and the next, being fetched.
+BUFFERED_CHUNKS = 2
+# How often a blocked reader checks whether the sync was abandoned.
+POLL_SECONDS = 0.5
+
+
+class _Done:
+    """End of a partition's records."""
+
+
+class _Failed:
+    """A partition's reading failed; the error is raised where its records are consumed."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+Item = list[Record] | _Done | _Failed
+Chunks = queue.Queue[Item]
+
+
+class PartitionPrefetcher:
+    """Reads up to ``workers`` partitions at once, ahead of the partition being emitted."""
+
+    def __init__(
+        self,
+        read: Callable[[t.Any], Iterable[Record]],
+        contexts: Sequence[t.Any],
+        key: Callable[[t.Any], Hashable],
+        *,
+        workers: int,
+        chunk_size: int,
+    ) -> None:
+        """Start reading ``contexts`` (in order) with ``read(context)``, ``workers`` at a time."""
+        self._read = read
+        self._key = key
+        self._chunk_size = max(1, chunk_size)
+        self._queues: dict[Hashable, Chunks] = {
+            key(context): queue.Queue(maxsize=BUFFERED_CHUNKS) for context in contexts
+        }
+        # A partition holds its slot until it has been consumed, not merely fetched, so no more
+        # than `workers` partitions' pages are ever buffered.
+        self._slots = threading.Semaphore(max(1, workers))
+        self._abandoned = threading.Event()
+        # Daemon threads: a sync that stops on an error must not wait for readers to drain.
+        threading.Thread(target=self._dispatch, args=(list(contexts),), daemon=True).start()
+
+    def covers(self, context: t.Any) -> bool:  # noqa: ANN401 - the SDK's contexts are dicts
+        """Whether this prefetcher reads that partition."""
+        return self._key(context) in self._queues
+
+    def records(self, context: t.Any) -> Iterator[Record]:  # noqa: ANN401
+        """The partition's records, in the order Scale served them; reading errors raise here."""
+        chunks = self._queues[self._key(context)]
+        try:
+            while True:
+                chunk = chunks.get()
+                if isinstance(chunk, _Done):
+                    return
+                if isinstance(chunk, _Failed):
+                    raise chunk.error
+                yield from chunk
+        finally:
+            self._slots.release()
+
+    def abandon(self) -> None:
+        """Stop every reader (the sync is over or failed)."""
+        self._abandoned.set()
+
+    def _dispatch(self, contexts: list[t.Any]) -> None:
+        for context in contexts:
+            while not self._slots.acquire(timeout=POLL_SECONDS):
+                if self._abandoned.is_set():
+                    return
+            threading.Thread(target=self._fill, args=(context,), daemon=True).start()
+
+    def _fill(self, context: t.Any) -> None:  # noqa: ANN401
+        chunks = self._queues[self._key(context)]
+        try:
+            chunk: list[Record] = []
+            for record in self._read(context):
+                chunk.append(record)
+                if len(chunk) >= self._chunk_size:
+                    self._put(chunks, chunk)
+                    chunk = []
+            if chunk:
+                self._put(chunks, chunk)
+            self._put(chunks, _Done())
+        except _Abandoned:
+            return
+        except BaseException as error:  # noqa: BLE001 - handed to the consuming thread to raise
+            self._put_quietly(chunks, _Failed(error))
+
+    def _put(self, chunks: Chunks, item: Item) -> None:
+        while True:
+            try:
+                chunks.put(item, timeout=POLL_SECONDS)
+            except queue.Full:  # noqa: PERF203 - a blocked wait, not a hot loop
+                if self._abandoned.is_set():
+                    raise _Abandoned from None
+            else:
+                return
+
+    def _put_quietly(self, chunks: Chunks, item: Item) -> None:
+        try:
+            self._put(chunks, item)
+        except _Abandoned:
+            return
+
+
+class _Abandoned(Exception):  # noqa: N818 - a signal between threads, not an error
+    """The sync no longer wants this partition's records."""
