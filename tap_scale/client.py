@@ -257,6 +257,10 @@ class ScaleStream(RESTStream[str | None]):
             bounds.append(parse_timestamp(start_date))
         return max(bounds) - TIE_MARGIN if bounds else None
 
+    def page_params(self, next_page_token: str | None) -> dict[str, t.Any]:
+        """The paging parameters of Scale's paginated endpoints."""
+        return {"limit": self.config.get("page_size", 100), "next_token": next_page_token}
+
     @override
     @property
     def timeout(self) -> int:

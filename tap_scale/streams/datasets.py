@@ -73,8 +73,4 @@ class DatasetTasksStream(DeliveredTasksStream):
         next_page_token: str | None,
     ) -> dict[str, t.Any]:
         assert context is not None  # noqa: S101  # always read per delivery
-        return {
-            "delivery_id": context["delivery"],
-            "limit": self.config.get("page_size", 100),
-            "next_token": next_page_token,
-        }
+        return {"delivery_id": context["delivery"], **self.page_params(next_page_token)}

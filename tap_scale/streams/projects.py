@@ -54,8 +54,4 @@ class BatchesStream(ScaleStream):
         next_page_token: str | None,
     ) -> dict[str, t.Any]:
         assert context is not None  # noqa: S101  # always read per project
-        return {
-            "project_id": context["project"],
-            "limit": self.config.get("page_size", 100),
-            "next_token": next_page_token,
-        }
+        return {"project_id": context["project"], **self.page_params(next_page_token)}

@@ -52,11 +52,7 @@ class TaskRecordsStream(ScaleStream):
 
     def task_params(self, next_page_token: str | None) -> dict[str, t.Any]:
         """The page and `opts` parameters every task endpoint takes."""
-        return {
-            "limit": self.config.get("page_size", 100),
-            "opts": self.config.get("opts") or [],
-            "next_token": next_page_token,
-        }
+        return {"opts": self.config.get("opts") or [], **self.page_params(next_page_token)}
 
     id_fields = ("project", "batch")
 
