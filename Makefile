@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: demo test lint check clean
+.PHONY: demo test lint check clean bench
 
 demo: $(VENV)/.synced .meltano/.installed  ## Simulator -> meltano run tap-scale target-duckdb -> report
 	$(VENV)/bin/python -m tap_scale.testing.demo
@@ -22,9 +22,13 @@ test: $(VENV)/.synced .meltano/.installed  ## The tests: the tap over real HTTP,
 lint: $(VENV)/.synced  ## ruff and strict mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy tap_scale tests
+	$(VENV)/bin/mypy tap_scale tests benchmarks
 
 check: lint test
+
+# Not a test: timings vary by machine. ARGS=--quick for 10,000 tasks only (about 2 minutes).
+bench: $(VENV)/.synced  ## tap-scale vs the naive script vs the raw limit, on the simulator: a table
+	$(VENV)/bin/python -m benchmarks.bench $(ARGS)
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)

@@ -1,6 +1,11 @@
 """Serve a simulated Scale API from a shell: `python -m tap_scale.testing [--port N] ...`.
 
 Prints one line, `url=<base URL> api_key=<key>`, then serves until SIGINT or SIGTERM.
+
+`--prerender` is the benchmarks' mode: before that line, every page of every project's
+completed tasks (`limit=100`, every opt: what tap-scale asks for by default) is rendered once,
+with progress on stderr, then served as stored bytes (see `tap_scale.testing.prerender`).
+`--latency-ms` delays every request, as a distant API would.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 import typing as t
 
 from tap_scale.testing.simulator import DEFAULT_API_KEY, ScaleSimulator
@@ -30,6 +36,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches-per-project", type=int, default=2, help="batches per project")
     parser.add_argument("--tasks-per-project", type=int, default=60, help="tasks per project")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the key clients must send")
+    parser.add_argument(
+        "--prerender",
+        action="store_true",
+        help="render every page of each project's completed tasks (limit=100, every opt) "
+        "before serving, and serve task pages as stored bytes: for benchmarks",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="milliseconds added to every request (default: none)",
+    )
     return parser.parse_args(argv)
 
 
@@ -52,8 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         api_key=args.api_key,
         host=args.host,
         port=args.port,
+        prerendered=args.prerender,
     )
+    simulator.faults.slow_seconds = args.latency_ms / 1000
     with simulator:
+        if args.prerender and not prerender(simulator, stopping):
+            return 0  # stopped before it was ready
         # One line that scripts can parse; printing the key is the point of this command.
         sys.stdout.write(f"url={simulator.url} api_key={simulator.api_key}\n")
         sys.stdout.flush()
@@ -61,6 +83,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stopping.wait(0.5):
             pass
     return 0
+
+
+class _StoppedError(Exception):
+    """A signal arrived while pages were being rendered."""
+
+
+def prerender(simulator: ScaleSimulator, stopping: threading.Event) -> bool:
+    """Render the task pages ahead, telling stderr how far it got about once a second.
+
+    Returns False when a signal stopped it before the end.
+    """
+    started = last = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last
+        if stopping.is_set():
+            raise _StoppedError
+        now = time.monotonic()
+        if now - last >= 1 or done == total:
+            last = now
+            sys.stderr.write(f"prerendered {done:,}/{total:,} tasks in {now - started:.1f} s\n")
+            sys.stderr.flush()
+
+    try:
+        simulator.prerender_tasks(progress=progress)
+    except _StoppedError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -44,7 +44,11 @@ _PROJECT = ("project_id", "project_name")
 _CREATED = ("created_after", "created_before")
 _COMPLETED = ("completed_after", "completed_before")
 _DELIVERED = ("delivered_after", "delivered_before")
-_TASK_SCOPE = ("project_id", "project_name", "batch_id", "batch_name")
+#: The parameters that name whose tasks `GET /v2/tasks` lists; a request gives one.
+TASK_SCOPE = ("project_id", "project_name", "batch_id", "batch_name")
+#: The query parameters `GET /v2/tasks` accepts.
+TASKS_PARAMETERS = (*TASK_SCOPE, "status", *_COMPLETED, *_PAGE, "expand", "opts")
+TASK_EXPANSIONS = ("project", "batch")
 
 
 @dataclass(frozen=True)
@@ -110,10 +114,7 @@ class ScaleApi:
         self._tokens = PageTokens(token_secret)
         # path -> (endpoint, the parameters it accepts)
         self._routes: dict[str, tuple[Callable[[_Request], JsonObject], tuple[str, ...]]] = {
-            "/v2/tasks": (
-                self._tasks,
-                (*_TASK_SCOPE, "status", *_COMPLETED, *_PAGE, "expand", "opts"),
-            ),
+            "/v2/tasks": (self._tasks, TASKS_PARAMETERS),
             "/v2/task": (self._task, ("task_id", "expand", "opts")),
             "/v2/projects": (self._projects, _CREATED),
             "/v2/project": (self._project, _PROJECT),
@@ -180,11 +181,11 @@ class ScaleApi:
 
     def _tasks(self, request: _Request) -> JsonObject:
         query = request.query
-        scope = query.one_of(*_TASK_SCOPE)
+        scope = query.one_of(*TASK_SCOPE)
         status = query.choice("status", TASK_STATUSES)
         after, before = query.timestamp("completed_after"), query.timestamp("completed_before")
         opts = query.choices("opts", ALL_OPTS)
-        expand = query.choices("expand", ("project", "batch"))
+        expand = query.choices("expand", TASK_EXPANSIONS)
         limit, cursor = query.limit(), self._cursor(request)
         project_id, batch_id = self._find.task_scope(scope)
 

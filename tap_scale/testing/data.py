@@ -349,13 +349,22 @@ def _finish_time(completed_at: datetime | None) -> int:
     return now_micros() if completed_at is None else instant(to_micros(completed_at), precise=True)
 
 
-def _status_mix(rng: random.Random, count: int) -> list[str]:
-    """Task statuses in a shuffled order, every status present once there are enough tasks."""
+def status_counts(count: int) -> dict[str, int]:
+    """How many of a project's `count` generated tasks have each status, completed first.
+
+    Every status is present once there are enough tasks. Benchmarks use it to size a world
+    for a number of completed tasks.
+    """
     others = {status: int(count * share) for status, share in _STATUS_SHARES.items()}
     if count >= 2 * len(TASK_STATUSES):
         others = {status: max(1, number) for status, number in others.items()}
-    statuses = ["completed"] * (count - sum(others.values()))
-    for status, number in others.items():
+    return {"completed": count - sum(others.values()), **others}
+
+
+def _status_mix(rng: random.Random, count: int) -> list[str]:
+    """Task statuses in a shuffled order, every status present once there are enough tasks."""
+    statuses: list[str] = []
+    for status, number in status_counts(count).items():
         statuses += [status] * number
     rng.shuffle(statuses)
     return statuses

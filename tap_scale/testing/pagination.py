@@ -41,6 +41,12 @@ _VERSION = b"\x02"  # 1 had no nonce; those tokens are refused like any other st
 _HEADER_BYTES = len(_VERSION) + _SCOPE_BYTES + _NONCE_BYTES
 # A token holds a whole key, or none (START).
 _TOKEN_LENGTHS = (_HEADER_BYTES + _MAC_BYTES, _HEADER_BYTES + KEY_BYTES + _MAC_BYTES)
+# The 400 messages for a next_token this API did not issue, or issued for another query.
+NOT_ISSUED_HERE = "Invalid next_token: it is not a token this API issued."
+ISSUED_FOR_ANOTHER_QUERY = (
+    "Invalid next_token: it was issued for a different query. Repeat the first "
+    "request's parameters unchanged and add only next_token."
+)
 
 
 def order_key(item_id: str) -> bytes:
@@ -135,18 +141,12 @@ class PageTokens:
         """
         raw = _b64decode(token)
         if raw is None or len(raw) not in _TOKEN_LENGTHS or not raw.startswith(_VERSION):
-            message = "Invalid next_token: it is not a token this API issued."
-            raise bad_request(message)
+            raise bad_request(NOT_ISSUED_HERE)
         payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if not hmac.compare_digest(mac, self._mac(payload)):
-            message = "Invalid next_token: it is not a token this API issued."
-            raise bad_request(message)
+            raise bad_request(NOT_ISSUED_HERE)
         if not hmac.compare_digest(payload[len(_VERSION) : len(_VERSION) + _SCOPE_BYTES], scope):
-            message = (
-                "Invalid next_token: it was issued for a different query. Repeat the first "
-                "request's parameters unchanged and add only next_token."
-            )
-            raise bad_request(message)
+            raise bad_request(ISSUED_FOR_ANOTHER_QUERY)
         return payload[_HEADER_BYTES:]  # the nonce only made the token unique
 
     def _mac(self, payload: bytes) -> bytes:

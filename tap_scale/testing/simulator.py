@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 import typing as t
 from collections import deque
 
-from tap_scale.testing.api import ScaleApi, redact
+from tap_scale.testing.api import (
+    UNAUTHORIZED,
+    ScaleApi,
+    authorized,
+    error_reply,
+    json_reply,
+    redact,
+)
 from tap_scale.testing.data import World
 from tap_scale.testing.faults import Faults
+from tap_scale.testing.prerender import STATS_PATH, PrerenderedApi, TaskQuery
 from tap_scale.testing.render import ALL_OPTS, Renderer
 from tap_scale.testing.server import Outcome, SimulatorHTTPServer, respond_with_faults
 
 if t.TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from datetime import datetime
     from types import TracebackType
 
@@ -37,6 +46,10 @@ class ScaleSimulator:
     The methods named after objects (`projects`, `tasks`, ...) return the truth, rendered as the
     API renders it, for tests to compare against; `add_tasks`, `complete_tasks` and `deliver`
     change the world between runs; `faults` switches failures on; `requests` logs what was asked.
+
+    With `prerendered=True` it answers `GET /v2/tasks` from pages rendered once and kept as
+    bytes (`tap_scale.testing.prerender` says which requests), for benchmarks: call
+    `prerender_tasks` before measuring, and read `serving_stats` (or `GET /_simulator/stats`).
     """
 
     def __init__(  # noqa: PLR0913 - every knob is keyword-only and has a default
@@ -49,6 +62,7 @@ class ScaleSimulator:
         api_key: str = DEFAULT_API_KEY,
         host: str = "127.0.0.1",
         port: int = 0,
+        prerendered: bool = False,
     ) -> None:
         """Generate the world; nothing is served until `start`."""
         self.api_key = api_key
@@ -62,7 +76,9 @@ class ScaleSimulator:
         self._store = self._world.store
         self._render = Renderer(self._store)
         # A fresh secret per instance: tokens are opaque and useless against another simulator.
-        self._api = ScaleApi(self._store, api_key, secrets.token_bytes(32))
+        secret = secrets.token_bytes(32)
+        self._prerendered = PrerenderedApi(self._store, api_key, secret) if prerendered else None
+        self._api = self._prerendered or ScaleApi(self._store, api_key, secret)
         self._address = (host, port)
         self._server: SimulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -124,6 +140,11 @@ class ScaleSimulator:
     def _respond(
         self, method: str, path: str, params: dict[str, list[str]], authorization: str | None
     ) -> Outcome:
+        if path == STATS_PATH and self._prerendered is not None:
+            # The benchmark's view of the server, apart from the API: no faults, no log entry.
+            if not authorized(authorization, self.api_key):
+                return Outcome(error_reply(401, UNAUTHORIZED))
+            return Outcome(json_reply(200, self.serving_stats))
         outcome = respond_with_faults(self._api, self.faults, (method, path, params, authorization))
         # The key travels in a header, which is never logged; one pasted into the URL is masked.
         entry = {
@@ -154,6 +175,64 @@ class ScaleSimulator:
         """Forget the requests handled so far."""
         with self._log_lock:
             self._log.clear()
+
+    # Pre-rendered serving
+
+    def prerender_tasks(
+        self,
+        *,
+        status: str | None = "completed",
+        limit: int = 100,
+        opts: Sequence[str] = ALL_OPTS,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Render now every page of every project's tasks listing; returns how many tasks.
+
+        The listing is `GET /v2/tasks?project_id=...` with this `status`, `limit` and `opts`:
+        by default exactly what tap-scale asks for with its default settings. `progress` is
+        called after each page with the tasks rendered so far and the total.
+
+        Raises:
+            RuntimeError: if the simulator was not made with `prerendered=True`.
+        """
+        if self._prerendered is None:
+            message = "prerender_tasks needs ScaleSimulator(prerendered=True)"
+            raise RuntimeError(message)
+        pages = self._prerendered.pages
+        with self._store.lock:
+            project_ids = list(self._store.projects)
+        queries = [
+            TaskQuery.of_project(project_id, status=status, limit=limit, opts=opts)
+            for project_id in project_ids
+        ]
+        total = sum(len(pages.listing(query).task_ids) for query in queries)
+        done = 0
+
+        def rendered(tasks: int) -> None:
+            nonlocal done
+            done += tasks
+            if progress is not None:
+                progress(done, total)
+
+        for query in queries:
+            pages.prerender(query, rendered)
+        return total
+
+    @property
+    def serving_stats(self) -> JsonObject:
+        """A pre-rendered simulator's counters, and the CPU seconds its process has used.
+
+        `cached` and `served` count the pre-rendered pages, tasks and body bytes held and
+        sent; `api` counts requests the API answered itself, by path; `cpu_seconds` is the
+        user and system time of the whole process, every thread included.
+
+        Raises:
+            RuntimeError: if the simulator was not made with `prerendered=True`.
+        """
+        if self._prerendered is None:
+            message = "serving_stats needs ScaleSimulator(prerendered=True)"
+            raise RuntimeError(message)
+        return {**self._prerendered.stats(), "cpu_seconds": time.process_time()}
 
     # Which objects the per-object faults hit
 
@@ -293,6 +372,7 @@ class ScaleSimulator:
         tasks = self._world.add_tasks(
             project_id, count, status=status, completed_at=completed_at, batch_id=batch_id
         )
+        self._world_changed()
         return self._rendered(tasks)
 
     def complete_tasks(
@@ -302,13 +382,17 @@ class ScaleSimulator:
 
         They all get `completed_at` (an aware datetime, cut to milliseconds) or now: a tie.
         """
-        return self._rendered(
-            self._world.complete_tasks(project_id, count, completed_at=completed_at)
-        )
+        tasks = self._world.complete_tasks(project_id, count, completed_at=completed_at)
+        self._world_changed()
+        return self._rendered(tasks)
 
     def deliver(self, project_id: str, task_ids: list[str], name: str | None = None) -> JsonObject:
         """Deliver completed tasks of a project now; returns the new Delivery."""
         return self._render.delivery(self._world.deliver(project_id, task_ids, name))
+
+    def _world_changed(self) -> None:
+        if self._prerendered is not None:
+            self._prerendered.pages.clear()
 
     def _rendered(self, tasks: list[TaskRecord]) -> list[JsonObject]:
         return [self._render.task(task, opts=ALL_OPTS) for task in tasks]

@@ -1,0 +1,1 @@
+"""Benchmarks of tap-scale against the simulated Scale API: `python -m benchmarks.bench`."""
