@@ -252,7 +252,15 @@ class ScaleStream(RESTStream[str | None]):
         """
         bounds = []
         if bookmark := self.get_context_state(context).get("replication_key_value"):
-            bounds.append(parse_timestamp(bookmark) - lookback)
+            try:
+                bounds.append(parse_timestamp(str(bookmark)) - lookback)
+            except ValueError:
+                msg = (
+                    f"The state's bookmark {bookmark!r} for stream {self.name} and partition "
+                    f"{dict(context)} is not an ISO 8601 timestamp. Fix or remove that partition "
+                    "in the state (`meltano state get` / `meltano state set`)."
+                )
+                raise ScaleAPIError(msg) from None
         if start_date := self.config.get("start_date"):
             bounds.append(parse_timestamp(start_date))
         return max(bounds) - TIE_MARGIN if bounds else None
@@ -299,6 +307,15 @@ class ScaleStream(RESTStream[str | None]):
             self.backoff_max_tries(),
             error if isinstance(error, RetriableAPIError) else type(error).__name__,
         )
+
+    @override
+    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        # The SDK syncs a stream with no partitions as one partition of context None; an empty
+        # scope (a key that sees no datasets, say) has nothing to read.
+        if context is None and self.partitions == []:
+            self.logger.info("Nothing in scope for %s: no %s to read", self.name, self.path)
+            return
+        yield from super().get_records(context)
 
     @override
     def get_new_paginator(self) -> NextTokenPaginator:

@@ -44,6 +44,14 @@ def _strings(name: str, description: str) -> th.Property[list[str]]:
 def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
     """What is wrong with settings that pass their JSON Schema: one sentence for each."""
     errors = []
+    api_key = str(config.get("api_key", ""))
+    # A key pasted with a newline or a space would be refused by the HTTP library with the key
+    # in its message; say so without echoing it.
+    if api_key != api_key.strip() or not api_key.isprintable() or not api_key.isascii():
+        errors.append(
+            "api_key has leading or trailing whitespace, or characters that cannot be sent in "
+            "an HTTP header; paste the key again exactly as Scale's dashboard shows it."
+        )
     api_url = urlparse(str(config.get("api_url", DEFAULT_API_URL)))
     # The key travels in a header: over plain HTTP anyone on the path could read it.
     if api_url.scheme != "https" and not (
@@ -185,7 +193,19 @@ class TapScale(Tap):
         """What this sync covers, resolved once and shared by every stream."""
         # Any stream can make the lookups: they all share the config, the client and retries.
         client = t.cast("ScaleStream", self.streams["projects"])
-        return Selection(self.config, client.fetch)
+        selection = Selection(self.config, client.fetch)
+        # Resolve at once every part a selected stream needs, whichever stream asks first: a
+        # typo in any name then stops the sync before its first record.
+        selected = {name for name, stream in self.streams.items() if stream.selected}
+        if selected & {"projects", "batches", "tasks", "deliveries", "delivery_tasks"}:
+            _ = selection.projects
+        if "tasks" in selected:
+            _ = selection.task_sources
+        if selected & {"deliveries", "delivery_tasks"}:
+            _ = selection.delivery_ids
+        if selected & {"datasets", "dataset_deliveries", "dataset_tasks"}:
+            _ = selection.datasets, selection.dataset_delivery_ids
+        return selection
 
     @override
     @classmethod

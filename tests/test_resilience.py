@@ -144,6 +144,7 @@ def test_a_fatal_status_stops_at_once_with_what_to_do(
         ("opts", ["everything"], "'everything' is not one of"),
         ("max_tries", 0, "less than the minimum of 1"),
         ("project_names", "RLHF", "is not of type 'array'"),
+        ("api_key", "live_pasted_with_a_newline\n", "leading or trailing whitespace"),
     ],
 )
 def test_a_bad_setting_is_named_before_any_request(
@@ -159,6 +160,20 @@ def test_a_bad_setting_is_named_before_any_request(
     assert message in run.stderr
     assert setting in run.stderr
     assert simulator.requests == []
+    assert "live_pasted_with_a_newline" not in run.stderr, "the key is never echoed"
+
+
+def test_a_broken_bookmark_in_a_hand_edited_state_is_a_clear_error(
+    config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    first = run_tap(tmp_path, config)
+    state = json.loads(json.dumps(first.state))
+    state["bookmarks"]["tasks"]["partitions"][0]["replication_key_value"] = "last week"
+    run = run_tap(tmp_path, config, state=state, check=False)
+    assert run.returncode == 1
+    assert "'last week'" in run.stderr
+    assert "is not an ISO 8601 timestamp" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 @pytest.mark.parametrize("kill_after_records", [5, 60, 200, 330])

@@ -6,12 +6,11 @@ import typing as t
 
 import pytest
 
+from tap_scale.testing import ScaleSimulator
 from tests.tap_run import canonical, discover, moment, run_tap, select
 
 if t.TYPE_CHECKING:
     from pathlib import Path
-
-    from tap_scale.testing import ScaleSimulator
 
 DELIVERY_STREAMS = ("deliveries", "delivery_tasks")
 DATASET_STREAMS = ("datasets", "dataset_deliveries", "dataset_tasks")
@@ -189,10 +188,56 @@ def test_dataset_settings_restrict_and_dataset_deliveries_are_incremental(
     assert others
     assert {r["delivery"] for r in second.records("dataset_tasks")} == others
 
-    # Then it is incremental: nothing new, nothing read.
+    # Then it is incremental: nothing new, no delivery read again, though the list is read
+    # whole while its tasks are selected (a bookmark must never hide a delivery from them).
     simulator.reset_log()
     third = run_tap(tmp_path, config, catalog=catalog, state=second.state)
     assert third.records("dataset_tasks") == []
+    assert not [r for r in simulator.requests if r["path"] == "/v2/datasets/delivery"]
     listed = [r for r in simulator.requests if r["path"] == "/v2/datasets/deliveries"]
     assert listed
+    assert not any("delivered_after" in r["params"] for r in listed)
+
+    # Without its tasks selected, the list itself is read incrementally.
+    simulator.reset_log()
+    run_tap(tmp_path, config, catalog=select(catalog, "dataset_deliveries"), state=third.state)
+    listed = [r for r in simulator.requests if r["path"] == "/v2/datasets/deliveries"]
     assert all("delivered_after" in r["params"] for r in listed)
+
+
+def test_a_key_that_sees_no_projects_syncs_what_there_is_without_error(tmp_path: Path) -> None:
+    with ScaleSimulator(projects=0) as empty:
+        run = run_tap(tmp_path, {"api_url": empty.url, "api_key": empty.api_key})
+        assert run.records("tasks") == []
+        assert run.records("deliveries") == []
+        assert len(run.records("datasets")) == len(empty.datasets)
+
+
+def test_tasks_selected_after_their_deliveries_still_get_every_older_delivery(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    catalog = discover(tmp_path, config)
+    first = run_tap(tmp_path, config, catalog=select(catalog, "deliveries"))
+    assert first.records("deliveries")
+    assert first.records("delivery_tasks") == []
+
+    # The deliveries' bookmark has moved; their tasks, selected now, must not be hidden by it.
+    second = run_tap(
+        tmp_path, config, catalog=select(catalog, *DELIVERY_STREAMS), state=first.state
+    )
+    delivered = keyed(second.records("delivery_tasks"), "delivery", "task_id")
+    assert delivered.keys() == delivered_tasks_truth(simulator, simulator.deliveries()).keys()
+
+
+def test_a_named_delivery_is_pulled_again_on_every_run(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    delivery = simulator.deliveries()[0]
+    config = {**config, "delivery_ids": [delivery["id"]]}
+    catalog = select(discover(tmp_path, config), *DELIVERY_STREAMS)
+    first = run_tap(tmp_path, config, catalog=catalog)
+    second = run_tap(tmp_path, config, catalog=catalog, state=first.state)
+    expected = {
+        (delivery["id"], task["task_id"]) for task in simulator.delivery_tasks(delivery["id"])
+    }
+    assert keyed(second.records("delivery_tasks"), "delivery", "task_id").keys() == expected

@@ -210,6 +210,7 @@ def test_an_unknown_project_or_batch_is_a_clear_error(
     assert value in run.stderr
     assert setting in run.stderr
     assert "Traceback" not in run.stderr
+    assert not [m for m in run.messages if m["type"] == "RECORD"], "caught before any record"
 
 
 def test_a_rejected_key_is_a_clear_error_that_never_shows_the_key(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 import typing as t
+from datetime import timedelta
+from functools import cached_property
 
 from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE, REPLICATION_INCREMENTAL
 
@@ -51,11 +53,17 @@ class DeliveredTasksStream(ScaleStream):
         row["delivered_at"] = context["delivered_at"]
         return super().post_process(row, context)
 
-    def has_synced(self, context: Context) -> bool:
-        """Whether an earlier run (or this one) read every task of this delivery."""
-        return any(
-            partition.get("context") == context and partition.get("replication_key_value")
+    @cached_property
+    def synced_deliveries(self) -> frozenset[str]:
+        """Deliveries whose every task an earlier run read (their partitions carry a bookmark).
+
+        Taken once, as the sync starts: a delivery is listed once per run, so deliveries this
+        run finishes need no checking, and one set spares scanning the state per delivery.
+        """
+        return frozenset(
+            partition["context"]["delivery"]
             for partition in self.stream_state.get("partitions", [])
+            if partition.get("replication_key_value") and "delivery" in partition.get("context", {})
         )
 
 
@@ -95,11 +103,20 @@ class DeliveryListStream(ScaleStream):
     ) -> dict[str, t.Any]:
         assert context is not None  # noqa: S101  # always read per partition
         params = {f"{self.partition_key}_id": context[self.partition_key]}
-        if self.replication_method == REPLICATION_INCREMENTAL:
-            if (after := self.lower_bound(context)) is not None:
+        # With a tasks child selected the list is read whole (one small page): a bookmark moved
+        # while the child was not selected would otherwise hide older deliveries from it for
+        # good. The child's own state still reads each delivery's tasks once.
+        if self.replication_method == REPLICATION_INCREMENTAL and not self.feeds_children:
+            lookback = timedelta(minutes=self.config.get("lookback_minutes", 0))
+            if (after := self.lower_bound(context, lookback)) is not None:
                 params["delivered_after"] = format_timestamp(after)
             params["delivered_before"] = format_timestamp(self.sync_started_at)
         return params
+
+    @property
+    def feeds_children(self) -> bool:
+        """Whether a stream of the deliveries' tasks is selected."""
+        return any(child.selected for child in self.child_streams)
 
     @override
     def post_process(
@@ -119,9 +136,12 @@ class DeliveryListStream(ScaleStream):
         context: Context | None,
     ) -> t.Iterable[Context | None]:
         child_context = {"delivery": record["id"], "delivered_at": record["delivered_at"]}
-        # Yield nothing (rather than None, which the SDK logs) for deliveries already read.
-        if not any(
-            isinstance(child, DeliveredTasksStream) and child.has_synced(child_context)
+        # Deliveries named in the settings are read whatever the state says: that is the point
+        # of naming them. Others are skipped (yielding nothing: None is logged by the SDK) once
+        # all their tasks were read.
+        targeted = self.wanted() is not None
+        if targeted or not any(
+            isinstance(child, DeliveredTasksStream) and record["id"] in child.synced_deliveries
             for child in self.child_streams
         ):
             yield child_context

@@ -133,7 +133,7 @@ class TasksStream(TaskRecordsStream):
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         if context is None or not self.prefetcher.covers(context):
-            yield from self.request_records(context)
+            yield from super().get_records(context)
             return
         try:
             yield from self.prefetcher.records(context)
