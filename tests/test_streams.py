@@ -150,13 +150,17 @@ def test_deliveries_by_id_and_name_sync_exactly_those(
 @pytest.mark.parametrize(
     ("setting", "value"),
     [
+        ("project_names", "No Such Project"),
+        ("project_ids", "project_nope"),
+        ("batch_ids", "batch_nope"),
+        ("batch_names", "no-such-batch"),
         ("delivery_ids", "delivery_nope"),
         ("delivery_names", "No Such Delivery"),
         ("dataset_ids", "dataset_nope"),
         ("dataset_delivery_ids", "delivery_nope"),
     ],
 )
-def test_an_unknown_delivery_or_dataset_is_a_clear_error(
+def test_an_unknown_name_or_id_stops_the_sync_before_any_record(
     config: dict[str, t.Any], tmp_path: Path, setting: str, value: str
 ) -> None:
     run = run_tap(tmp_path, {**config, setting: [value]}, check=False)
@@ -164,6 +168,7 @@ def test_an_unknown_delivery_or_dataset_is_a_clear_error(
     assert value in run.stderr
     assert setting in run.stderr
     assert "Traceback" not in run.stderr
+    assert not [m for m in run.messages if m["type"] == "RECORD"]
 
 
 def test_dataset_settings_restrict_and_dataset_deliveries_are_incremental(

@@ -8,7 +8,6 @@ import typing as t
 from datetime import timedelta
 
 import jsonschema
-import pytest
 
 from tap_scale.models import format_timestamp, parse_timestamp
 from tests.tap_run import TIMESTAMP_FIELDS, by_id, run_tap
@@ -192,25 +191,6 @@ def test_projects_by_name_and_batches(
     )
     contexts = [p["context"] for p in by_batch.state["bookmarks"]["tasks"]["partitions"]]
     assert contexts == [{"batch": batch["id"], "status": "completed"}]
-
-
-@pytest.mark.parametrize(
-    ("setting", "value"),
-    [
-        ("project_names", "No Such Project"),
-        ("project_ids", "project_nope"),
-        ("batch_ids", "batch_nope"),
-    ],
-)
-def test_an_unknown_project_or_batch_is_a_clear_error(
-    config: dict[str, t.Any], tmp_path: Path, setting: str, value: str
-) -> None:
-    run = run_tap(tmp_path, {**config, setting: [value]}, check=False)
-    assert run.returncode == 1
-    assert value in run.stderr
-    assert setting in run.stderr
-    assert "Traceback" not in run.stderr
-    assert not [m for m in run.messages if m["type"] == "RECORD"], "caught before any record"
 
 
 def test_a_rejected_key_is_a_clear_error_that_never_shows_the_key(
