@@ -58,6 +58,8 @@ class PartitionPrefetcher:
         self._queues: dict[Hashable, Chunks] = {
             key(context): queue.Queue(maxsize=BUFFERED_CHUNKS) for context in contexts
         }
+        # The readers' own references: the consumer pops its partitions from `_queues`.
+        self._filled = dict(self._queues)
         # A partition holds its slot until it has been consumed, not merely fetched, so no more
         # than `workers` partitions' pages are ever buffered.
         self._slots = threading.Semaphore(max(1, workers))
@@ -71,7 +73,9 @@ class PartitionPrefetcher:
 
     def records(self, context: t.Any) -> Iterator[Record]:  # noqa: ANN401
         """The partition's records, in the order Scale served them; reading errors raise here."""
-        chunks = self._queues[self._key(context)]
+        # Each partition is read ahead once: popped, so that a second sync of the same stream
+        # (library use) reads it directly instead of waiting on an exhausted queue.
+        chunks = self._queues.pop(self._key(context))
         try:
             while True:
                 chunk = chunks.get()
@@ -95,7 +99,7 @@ class PartitionPrefetcher:
             threading.Thread(target=self._fill, args=(context,), daemon=True).start()
 
     def _fill(self, context: t.Any) -> None:  # noqa: ANN401
-        chunks = self._queues[self._key(context)]
+        chunks = self._filled[self._key(context)]
         try:
             chunk: list[Record] = []
             for record in self._read(context):

@@ -10,6 +10,7 @@ from datetime import timedelta
 import jsonschema
 
 from tap_scale.models import format_timestamp, parse_timestamp
+from tap_scale.tap import TapScale
 from tests.tap_run import TIMESTAMP_FIELDS, by_id, run_tap
 
 if t.TYPE_CHECKING:
@@ -246,3 +247,17 @@ def test_partitions_read_concurrently_keep_their_order_and_state(
     last_seen = {p: len(partitions) - 1 - partitions[::-1].index(p) for p in partitions}
     ordered = sorted(first_seen, key=first_seen.get)  # type: ignore[arg-type]
     assert any(first_seen[b] < last_seen[a] for a, b in itertools.pairwise(ordered))
+
+
+def test_the_same_stream_object_can_read_its_partitions_twice(simulator: ScaleSimulator) -> None:
+    # Library use: the first read goes through the read-ahead, the second directly.
+    stream = TapScale(config={"api_url": simulator.url, "api_key": simulator.api_key}).streams[
+        "tasks"
+    ]
+
+    def read_all() -> list[str]:
+        records = (r for c in stream.partitions or () for r in stream.get_records(c))
+        return sorted(str(t.cast("dict[str, t.Any]", r)["task_id"]) for r in records)
+
+    reads = [read_all(), read_all()]
+    assert reads[0] == reads[1] == sorted(t["task_id"] for t in simulator.tasks(status="completed"))
