@@ -6,7 +6,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tap_scale.models import TASK, format_timestamp, parse_timestamp, utc_timestamp
+from tap_scale.models import (
+    DELIVERY,
+    TASK,
+    Columns,
+    format_timestamp,
+    parse_timestamp,
+    utc_timestamp,
+)
 
 
 @pytest.mark.parametrize(
@@ -36,9 +43,41 @@ def test_naive_datetimes_are_taken_as_utc() -> None:
     assert parse_timestamp("2024-05-01T12:00:00") == moment
 
 
-def test_not_a_timestamp_is_rejected() -> None:
+@pytest.mark.parametrize("value", ["yesterday", "2025-02-30T00:00:00Z", "2025-13-01T00:00:00.5Z"])
+def test_not_a_timestamp_is_rejected(value: str) -> None:
     with pytest.raises(ValueError, match="not an ISO 8601 timestamp"):
-        parse_timestamp("yesterday")
+        utc_timestamp(value)
+
+
+def test_columns_repair_the_top_level_losslessly_and_leave_out_unknown_fields() -> None:
+    record = {
+        "id": "delivery_1",
+        "task_count": "12",
+        "delivered_at": "2025-01-02T04:00:39.9Z",
+        "added_by_scale_later": {"a": 1},
+    }
+    changes = Columns(DELIVERY.to_dict()).conform(record)
+    assert record == {
+        "id": "delivery_1",
+        "task_count": 12,
+        "delivered_at": "2025-01-02T04:00:39.900000Z",
+    }
+    assert changes == [
+        "added_by_scale_later is not a field of the schema: left out",
+        "task_count came as the string '12': emitted as a number",
+    ]
+
+
+def test_columns_null_an_unreadable_timestamp_and_keep_what_cannot_be_repaired() -> None:
+    record = {"task_id": "task_1", "completed_at": "soon", "metadata": "not json", "threads": None}
+    changes = Columns(TASK.to_dict()).conform(record)
+    assert record == {
+        "task_id": "task_1",
+        "completed_at": None,
+        "metadata": "not json",
+        "threads": None,
+    }
+    assert changes == ["completed_at 'soon' is not a timestamp: emitted as null"]
 
 
 def test_nested_objects_keep_unknown_fields_and_values_take_any_json() -> None:
