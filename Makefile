@@ -34,8 +34,10 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
 
+# Bytecode compiled at install, as pip does: otherwise every run would compile the SDK again
+# (0.5 s) wherever PYTHONDONTWRITEBYTECODE is set.
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --locked --python $(PYTHON)
+	$(UV) sync --locked --compile-bytecode --python $(PYTHON)
 	touch $@
 
 $(MELTANO): $(UV) requirements-meltano.txt
