@@ -1,22 +1,25 @@
-"""Reading partitions ahead: network waits overlap with the work of emitting records.
+"""Reading partitions concurrently: network waits overlap with each other and with emitting.
 
-A sync spends most of its time waiting for Scale. While the tap emits one partition's records,
-background threads already fetch its next page and the first pages of the partitions after it.
-Each partition's records still come out in the order Scale served them, partitions in the order
-the SDK asks for them, and at most a few pages per partition are held: memory stays flat however
-many tasks a sync moves.
+A sync spends most of its time waiting for Scale, and a partition's pages can only be read one
+after the other (each page names the next). So up to ``max_concurrency`` partitions are read at
+once by background threads, and their records are emitted interleaved, page by page, as they
+arrive: each partition's records still come out in the order Scale served them, each partition
+keeps its own state, and at most a couple of pages per partition are held, so memory stays flat
+however many tasks a sync moves.
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import typing as t
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+    from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 Record = dict[str, t.Any]
+Key = t.TypeVar("Key", bound="Hashable")
 
 # Chunks of records held per partition: the one being emitted and the next, being fetched.
 BUFFERED_CHUNKS = 2
@@ -37,10 +40,13 @@ class _Failed:
 
 Item = list[Record] | _Done | _Failed
 Chunks = queue.Queue[Item]
+# What a reader announces once a chunk is ready to be taken: the partition, and how many
+# records the chunk holds (None: the partition is finished, or failed).
+Arrival = tuple[t.Any, int | None]
 
 
 class PartitionPrefetcher:
-    """Reads up to ``workers`` partitions at once, ahead of the partition being emitted."""
+    """Reads up to ``workers`` partitions at once, in background threads."""
 
     def __init__(
         self,
@@ -60,6 +66,9 @@ class PartitionPrefetcher:
         }
         # The readers' own references: the consumer pops its partitions from `_queues`.
         self._filled = dict(self._queues)
+        # Bounded by the partitions' queues: a reader announces a chunk only once it is queued.
+        self._arrivals: queue.Queue[Arrival] = queue.Queue()
+        self._partitions = len(contexts)
         # A partition holds its slot until it has been consumed, not merely fetched, so no more
         # than `workers` partitions' pages are ever buffered.
         self._slots = threading.Semaphore(max(1, workers))
@@ -87,6 +96,17 @@ class PartitionPrefetcher:
         finally:
             self._slots.release()
 
+    def arrivals(self) -> Iterator[Arrival]:
+        """Each partition's chunks as they become ready, across partitions: (context, size).
+
+        A size of None ends a partition (finished, or failed: its records raise the error).
+        """
+        unfinished = self._partitions
+        while unfinished:
+            context, size = self._arrivals.get()
+            unfinished -= size is None
+            yield context, size
+
     def abandon(self) -> None:
         """Stop every reader (the sync is over or failed)."""
         self._abandoned.set()
@@ -105,17 +125,17 @@ class PartitionPrefetcher:
             for record in self._read(context):
                 chunk.append(record)
                 if len(chunk) >= self._chunk_size:
-                    self._put(chunks, chunk)
+                    self._put(context, chunks, chunk)
                     chunk = []
             if chunk:
-                self._put(chunks, chunk)
-            self._put(chunks, _Done())
+                self._put(context, chunks, chunk)
+            self._put(context, chunks, _Done())
         except _Abandoned:
             return
         except BaseException as error:  # noqa: BLE001 - handed to the consuming thread to raise
-            self._put_quietly(chunks, _Failed(error))
+            self._put_quietly(context, chunks, _Failed(error))
 
-    def _put(self, chunks: Chunks, item: Item) -> None:
+    def _put(self, context: t.Any, chunks: Chunks, item: Item) -> None:  # noqa: ANN401
         while True:
             try:
                 chunks.put(item, timeout=POLL_SECONDS)
@@ -123,14 +143,34 @@ class PartitionPrefetcher:
                 if self._abandoned.is_set():
                     raise _Abandoned from None
             else:
+                self._arrivals.put((context, len(item) if isinstance(item, list) else None))
                 return
 
-    def _put_quietly(self, chunks: Chunks, item: Item) -> None:
+    def _put_quietly(self, context: t.Any, chunks: Chunks, item: Item) -> None:  # noqa: ANN401
         try:
-            self._put(chunks, item)
+            self._put(context, chunks, item)
         except _Abandoned:
             return
 
 
 class _Abandoned(Exception):  # noqa: N818 - a signal between threads, not an error
     """The sync no longer wants this partition's records."""
+
+
+def interleave(
+    prefetcher: PartitionPrefetcher,
+    syncs: Mapping[Key, Iterator[Record]],
+    key: Callable[[t.Any], Key],
+) -> Iterator[Record]:
+    """Advance each partition's sync as its records arrive, so partitions are emitted together.
+
+    ``syncs`` are lazy per-partition syncs, each taking its records from
+    ``prefetcher.records(context)`` and yielding each once it is emitted: advanced by as many
+    records as a chunk holds once it is ready, never waiting on a partition that is still being
+    read while another has records to emit. A partition's sync is run to its end when the
+    partition ends, where it finishes the partition's state.
+    """
+    for context, size in prefetcher.arrivals():
+        sync = syncs[key(context)]
+        # islice: a sync that skipped a record has ended early, not failed.
+        yield from sync if size is None else itertools.islice(sync, size)

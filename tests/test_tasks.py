@@ -249,6 +249,33 @@ def test_partitions_read_concurrently_keep_their_order_and_state(
     assert any(first_seen[b] < last_seen[a] for a, b in itertools.pairwise(ordered))
 
 
+def test_partitions_are_emitted_together_and_each_bookmarked_after_its_last_record(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    simulator.faults.slow_seconds = 0.02
+    run = run_tap(tmp_path, {**config, "max_concurrency": 3})
+
+    first_record: dict[str, int] = {}
+    last_record: dict[str, int] = {}
+    first_bookmark: dict[str, int] = {}
+    for index, message in enumerate(run.messages):
+        if message["type"] == "RECORD" and message["stream"] == "tasks":
+            first_record.setdefault(message["record"]["project"], index)
+            last_record[message["record"]["project"]] = index
+        elif message["type"] == "STATE":
+            tasks = message["value"]["bookmarks"].get("tasks", {})
+            for partition in tasks.get("partitions", ()):
+                if "replication_key_value" in partition:
+                    first_bookmark.setdefault(partition["context"]["project"], index)
+
+    assert len(last_record) == 3
+    # Emitted together: each partition's records began before any other's ended.
+    assert max(first_record.values()) < min(last_record.values())
+    # A partition's bookmark is only ever written once its last record is out.
+    assert first_bookmark.keys() == last_record.keys()
+    assert all(first_bookmark[project] > last_record[project] for project in last_record)
+
+
 def test_the_same_stream_object_can_read_its_partitions_twice(simulator: ScaleSimulator) -> None:
     # Library use: the first read goes through the read-ahead, the second directly.
     stream = TapScale(config={"api_url": simulator.url, "api_key": simulator.api_key}).streams[

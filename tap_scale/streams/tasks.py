@@ -11,7 +11,7 @@ from functools import cached_property
 
 from tap_scale.client import ScaleStream
 from tap_scale.models import TASK, format_timestamp, utc_timestamp
-from tap_scale.prefetch import PartitionPrefetcher
+from tap_scale.prefetch import PartitionPrefetcher, interleave
 from tap_scale.selection import Source
 
 if sys.version_info >= (3, 12):
@@ -129,6 +129,49 @@ class TasksStream(TaskRecordsStream):
     def _completed_after(self, context: Context) -> datetime | None:
         lookback = timedelta(minutes=self.config.get("lookback_minutes", 0))
         return self.lower_bound(context, lookback)
+
+    @override
+    def _sync_records(
+        self,
+        context: Context | None = None,
+        *,
+        write_messages: bool = True,
+    ) -> t.Generator[dict[str, t.Any], t.Any, t.Any]:
+        """Sync the partitions together, each by the SDK's own loop for one partition.
+
+        The SDK syncs partitions one after the other, so a sync would last as long as every
+        partition's chain of pages end to end. Here the SDK's sync of each partition is a lazy
+        generator, advanced whenever that partition's next page has arrived: the SDK still
+        writes every record and keeps each partition's state (finished, with a STATE message,
+        when its last page is emitted); only the order across partitions changes. The SDK has
+        no public hook for this, hence this one override of a private method, kept to choosing
+        the order of its own per-partition syncs.
+        """
+        contexts = self.partitions if context is None else None
+        if not contexts or not self.selected:
+            yield from super()._sync_records(context, write_messages=write_messages)
+            return
+        for partition in contexts:
+            # The state lists partitions in the order they were first seen: the SDK's order
+            # still, whichever partition's first page arrives first.
+            self.get_context_state(partition)
+        syncs = {
+            partition_key(partition): super(TasksStream, self)._sync_records(
+                partition, write_messages=write_messages
+            )
+            for partition in contexts
+        }
+        try:
+            yield from interleave(self.prefetcher, syncs, partition_key)
+        finally:
+            self.prefetcher.abandon()
+            for sync in syncs.values():
+                sync.close()
+        # As the SDK's loop ends a sync of every partition: the stream's own markers (the
+        # signpost) are finished and the final state is written.
+        self.finalize_state_progress_markers(self.stream_state)
+        if write_messages:
+            self._write_state_message()
 
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
