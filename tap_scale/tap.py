@@ -156,8 +156,9 @@ class TapScale(Tap):
             "max_concurrency",
             th.IntegerType(minimum=1, maximum=8),
             default=DEFAULT_MAX_CONCURRENCY,
-            description="Task partitions (project or batch, status) read at once, ahead of the "
-            "one being emitted. Each partition's records keep their order and state.",
+            description="Task partitions (project or batch, status) read at once, their records "
+            "emitted interleaved page by page. Each partition's records keep their order and "
+            "state.",
         ),
         th.Property(
             "opts",
