@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import itertools
+import json
+import threading
 import typing as t
 from datetime import timedelta
 
@@ -15,6 +17,8 @@ from tests.tap_run import TIMESTAMP_FIELDS, by_id, run_tap
 
 if t.TYPE_CHECKING:
     from pathlib import Path
+
+    import pytest
 
     from tap_scale.testing import ScaleSimulator
     from tests.tap_run import TapRun
@@ -288,3 +292,29 @@ def test_the_same_stream_object_can_read_its_partitions_twice(simulator: ScaleSi
 
     reads = [read_all(), read_all()]
     assert reads[0] == reads[1] == sorted(t["task_id"] for t in simulator.tasks(status="completed"))
+
+
+def test_the_same_tap_object_can_sync_twice(
+    simulator: ScaleSimulator, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    # Library use: each sync reads its partitions afresh, the second from the first's state.
+    tap = TapScale(config={"api_url": simulator.url, "api_key": simulator.api_key})
+    completed = {t["task_id"] for t in simulator.tasks(status="completed")}
+    synced: list[set[str]] = []
+    for _ in range(2):
+        worker = threading.Thread(target=tap.sync_all, daemon=True)
+        worker.start()
+        worker.join(timeout=60)
+        assert not worker.is_alive(), "the sync hung"
+        messages = [json.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
+        synced.append(
+            {
+                m["record"]["task_id"]
+                for m in messages
+                if m["type"] == "RECORD" and m["stream"] == "tasks"
+            }
+        )
+    assert synced[0] == completed
+    # The default 5-minute lookback re-reads the last tasks of each project, nothing else.
+    assert synced[1]
+    assert synced[1] < completed

@@ -148,7 +148,9 @@ class TasksStream(TaskRecordsStream):
         the order of its own per-partition syncs.
         """
         contexts = self.partitions if context is None else None
-        if not contexts or not self.selected:
+        # A dry run (`--test`) stops at a number of records per stream, counted by the SDK's
+        # loop over all partitions: it keeps that loop.
+        if not contexts or not self.selected or self.ABORT_AT_RECORD_COUNT is not None:
             yield from super()._sync_records(context, write_messages=write_messages)
             return
         for partition in contexts:
@@ -165,6 +167,8 @@ class TasksStream(TaskRecordsStream):
             yield from interleave(self.prefetcher, syncs, partition_key)
         finally:
             self.prefetcher.abandon()
+            # Its partitions are read: a later sync of this stream object reads them afresh.
+            del self.prefetcher
             for sync in syncs.values():
                 sync.close()
         # As the SDK's loop ends a sync of every partition: the stream's own markers (the
