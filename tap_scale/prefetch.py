@@ -69,6 +69,10 @@ class PartitionPrefetcher:
         # Bounded by the partitions' queues: a reader announces a chunk only once it is queued.
         self._arrivals: queue.Queue[Arrival] = queue.Queue()
         self._partitions = len(contexts)
+        if len(self._queues) != self._partitions:
+            # Two readers of one partition would share its queue and never both finish.
+            msg = "Each partition can be read only once per sync"
+            raise ValueError(msg)
         # A partition holds its slot until it has been consumed, not merely fetched, so no more
         # than `workers` partitions' pages are ever buffered.
         self._slots = threading.Semaphore(max(1, workers))
@@ -116,7 +120,12 @@ class PartitionPrefetcher:
             while not self._slots.acquire(timeout=POLL_SECONDS):
                 if self._abandoned.is_set():
                     return
-            threading.Thread(target=self._fill, args=(context,), daemon=True).start()
+            if self._abandoned.is_set():
+                return
+            try:
+                threading.Thread(target=self._fill, args=(context,), daemon=True).start()
+            except RuntimeError as error:  # no thread to be had: the partition fails, not hangs
+                self._put_quietly(context, self._filled[self._key(context)], _Failed(error))
 
     def _fill(self, context: t.Any) -> None:  # noqa: ANN401
         chunks = self._filled[self._key(context)]
@@ -136,6 +145,9 @@ class PartitionPrefetcher:
             self._put_quietly(context, chunks, _Failed(error))
 
     def _put(self, context: t.Any, chunks: Chunks, item: Item) -> None:  # noqa: ANN401
+        # Checked at every page too, so an abandoned reader stops fetching soon.
+        if self._abandoned.is_set():
+            raise _Abandoned
         while True:
             try:
                 chunks.put(item, timeout=POLL_SECONDS)
@@ -172,5 +184,6 @@ def interleave(
     """
     for context, size in prefetcher.arrivals():
         sync = syncs[key(context)]
-        # islice: a sync that skipped a record has ended early, not failed.
+        # Tasks are never dropped by post_process; if a sync did skip one, islice would only
+        # make it wait for the next chunk's records here, and nothing would be lost.
         yield from sync if size is None else itertools.islice(sync, size)

@@ -7,7 +7,6 @@ import logging
 import sys
 import typing as t
 from datetime import datetime, timedelta
-from functools import cached_property
 
 from tap_scale.client import ScaleStream
 from tap_scale.models import TASK, format_timestamp, utc_timestamp
@@ -93,11 +92,14 @@ class TasksStream(TaskRecordsStream):
     is_sorted = False
     schema = TASK.to_dict()
     completed_after: dict[tuple[tuple[str, t.Any], ...], datetime | None] = {}  # noqa: RUF012 - replaced per instance
+    # The partitions' readers while an interleaved sync runs.
+    _prefetcher: PartitionPrefetcher | None = None
 
     @override
     @property
     def partitions(self) -> list[dict[str, t.Any]]:
-        statuses = self.config.get("task_statuses") or [INCREMENTAL_STATUS]
+        # A status named twice is still one partition.
+        statuses = dict.fromkeys(self.config.get("task_statuses") or [INCREMENTAL_STATUS])
         # Keys named as the task's own fields (`project`, `batch`, `status`), because the SDK
         # copies partition keys into each record that lacks them.
         return [
@@ -106,18 +108,17 @@ class TasksStream(TaskRecordsStream):
             for status in statuses
         ]
 
-    @cached_property
-    def prefetcher(self) -> PartitionPrefetcher:
-        """Reads the partitions ahead of the SDK, ``max_concurrency`` at a time."""
-        contexts = self.partitions
+    def _read_ahead(self, contexts: list[dict[str, t.Any]]) -> PartitionPrefetcher:
+        """Start reading the partitions in background threads, ``max_concurrency`` at a time."""
         # Fixed here, in the SDK's thread: the readers must see one upper bound and must not
-        # touch the state, which the SDK writes while they run.
+        # touch the state, which the SDK writes while they run. Each sync has its own bound.
+        self.__dict__.pop("sync_started_at", None)
+        _ = self.sync_started_at
         self.completed_after = {
             partition_key(context): self._completed_after(context)
             for context in contexts
             if context["status"] == INCREMENTAL_STATUS
         }
-        _ = self.sync_started_at
         return PartitionPrefetcher(
             self.request_records,
             contexts,
@@ -163,14 +164,18 @@ class TasksStream(TaskRecordsStream):
             )
             for partition in contexts
         }
+        self._prefetcher = self._read_ahead(contexts)
         try:
-            yield from interleave(self.prefetcher, syncs, partition_key)
+            yield from interleave(self._prefetcher, syncs, partition_key)
         finally:
-            self.prefetcher.abandon()
-            # Its partitions are read: a later sync of this stream object reads them afresh.
-            del self.prefetcher
+            # Readers stop first, then the syncs of partitions left unfinished by an error.
+            self._prefetcher.abandon()
             for sync in syncs.values():
                 sync.close()
+            # Whatever reads this stream's partitions next (another sync, a library call)
+            # reads them afresh.
+            self._prefetcher = None
+            self.completed_after = {}
         # As the SDK's loop ends a sync of every partition: the stream's own markers (the
         # signpost) are finished and the final state is written.
         self.finalize_state_progress_markers(self.stream_state)
@@ -179,14 +184,12 @@ class TasksStream(TaskRecordsStream):
 
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        if context is None or not self.prefetcher.covers(context):
+        prefetcher = self._prefetcher
+        if prefetcher is None or context is None or not prefetcher.covers(context):
+            # Outside the interleaved sync (a dry run, library use): read directly.
             yield from super().get_records(context)
             return
-        try:
-            yield from self.prefetcher.records(context)
-        except BaseException:
-            self.prefetcher.abandon()
-            raise
+        yield from prefetcher.records(context)
 
     @override
     def get_url_params(
