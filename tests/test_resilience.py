@@ -210,8 +210,9 @@ def _run_until_killed(
             if seen == records:
                 process.send_signal(signal.SIGKILL)
                 break
-        # What was written before the kill still reaches the target: read it to the end.
-        messages += [json.loads(line) for line in process.stdout if line.strip()]
+        # What was written before the kill still reaches the target: read it to the end. A
+        # message the kill cut mid-write has no newline; a target never receives it whole.
+        messages += [json.loads(line) for line in process.stdout if line.endswith("\n")]
     assert process.returncode == -signal.SIGKILL
     return messages
 
