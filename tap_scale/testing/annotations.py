@@ -38,6 +38,7 @@ _NOT_APPLICABLE_RATE = 0.04
 _CANNOT_ASSESS_RATE = 0.04
 _CONFIDENCE_RATE = 0.3
 _RATING_COLORS = ("red", "orange", "yellow", "green")
+_WORKSPACES = "https://workspaces.scale-simulator.test"
 
 
 class Annotator:
@@ -135,9 +136,8 @@ class Annotator:
 
     def ranked_choices(self, key: str, title: str, ranking: Sequence[str]) -> JsonObject:
         """Choices in order of preference, best first."""
-        return self.make(
-            key, "ranked_choices", list(ranking), title=title, possible_values=sorted(ranking)
-        )
+        # Scale's AnnotationRankedChoices has no `possible_values`: the options are its labels.
+        return self.make(key, "ranked_choices", list(ranking), title=title, labels=sorted(ranking))
 
     def ranked_groups(self, key: str, title: str, groups: Sequence[Sequence[str]]) -> JsonObject:
         """Tiers of choices, best tier first; choices within a tier are tied."""
@@ -172,19 +172,56 @@ class Annotator:
         return self.make(key, "rubric_rating", value, title="Criterion rating")
 
     def workspace_container(self, key: str, *, passed: bool) -> JsonObject:
-        """A code workspace a rater ran the response in, with its last run's output."""
+        """A code workspace a rater ran the response in, with its last run's output.
+
+        Shaped as Scale's WorkspaceContainerValue: the config carries every field the model
+        requires, files are WorkspaceFiles, and each output stream is a ContentAndUrl object.
+        """
         workspace_id = f"ws_{self._rng.getrandbits(48):012x}"
+        workspace_url = f"{_WORKSPACES}/{workspace_id}"
         value = {
             "workspace_id": workspace_id,
-            "workspace_config": {"image": "python:3.12-slim", "timeout_seconds": 60},
-            "last_code_run_event": {
-                "exit_code": 0 if passed else 1,
-                "duration_ms": self._rng.randint(80, 9000),
+            "workspace_config": {
+                "workspace_id": workspace_id,
+                "workspace_url": workspace_url,
+                "workspace_token": f"wst_{self._rng.getrandbits(96):024x}",
+                "expires_at": f"2025-03-{self._rng.randint(1, 28):02d}T00:00:00Z",
+                "inactivity_freeze_time": 1800,
+                "workspace_image_version": 3,
             },
-            "output_files": [basic_file(self._rng, "result.txt", "ok" if passed else "failed")],
-            "stdout_output": "3 passed" if passed else "1 failed, 2 passed",
-            "stderr_output": "" if passed else "AssertionError: expected 42, got 41",
-            "test_stdout_output": "collected 3 items",
-            "test_stderr_output": "",
+            # Free-form in the model; shaped as Scale's WorkspaceExecutionData.
+            "last_code_run_event": {
+                "id": f"run_{self._rng.getrandbits(48):012x}",
+                "result": {
+                    "status": {"code": 0, "name": "Accepted"}
+                    if passed
+                    else {"code": 1, "name": "Wrong Answer"},
+                    "time": round(self._rng.uniform(0.08, 9.0), 3),
+                    "score": 1.0 if passed else round(self._rng.uniform(0.0, 0.7), 2),
+                },
+            },
+            "output_files": [
+                {
+                    "file_name": "result.txt",
+                    "scale_url": f"{workspace_url}/files/result.txt",
+                    "url": f"{workspace_url}/files/result.txt?download=1",
+                    "file_language": "plaintext",
+                    "file_content": "ok" if passed else "failed",
+                }
+            ],
+            "stdout_output": self._output(
+                workspace_url, "stdout", "3 passed" if passed else "1 failed, 2 passed"
+            ),
+            "stderr_output": self._output(
+                workspace_url, "stderr", "" if passed else "AssertionError: expected 42, got 41"
+            ),
+            "test_stdout_output": self._output(workspace_url, "test_stdout", "collected 3 items"),
+            "test_stderr_output": self._output(workspace_url, "test_stderr", ""),
         }
         return self.make(key, "workspace_container", value, title="Code execution")
+
+    @staticmethod
+    def _output(workspace_url: str, stream: str, content: str) -> JsonObject:
+        """One output stream of a workspace run, as Scale's ContentAndUrl."""
+        url = f"{workspace_url}/logs/{stream}.txt"
+        return {"content": content, "url": url, "scale_url": url}

@@ -160,7 +160,8 @@ class _Task:
         ]
 
     def message(self, role: str, text: str, source_id: str) -> JsonObject:
-        return {"role": role, "content": {"text": text}, "source_id": source_id}
+        # Scale's Message model requires `annotations` on every message, system ones included.
+        return {"role": role, "content": {"text": text}, "source_id": source_id, "annotations": []}
 
     def assistant(self, source_id: str, models: dict[str, str], text: str) -> JsonObject:
         message = self.message("assistant", text, source_id)
