@@ -210,3 +210,24 @@ def test_the_check_finds_what_scales_models_reject_and_fields_they_lack() -> Non
     assert problems({**message, "annotations": [], "content": content}, scale.Message) == [
         "$.content.attachments[0]: fields no File model has: ['pixels']"
     ]
+
+
+def test_delivered_responses_and_their_schemas_are_what_scale_serves(api: Api) -> None:
+    schema_ids: set[str] = set()
+    shapes = set()
+    for project in api.get("/projects")["projects"]:
+        deliveries = api.get("/deliveries", project_id=project["id"])["deliveries"]
+        listings = [{"delivery_id": delivery["id"]} for delivery in deliveries]
+        listings.append({"project_id": project["id"], "status": "completed"})
+        for params in listings:
+            for body in api.pages("/delivery/tasks", **params):
+                check(body, scale.GetDeliveryTasksResponse, "docs")
+                assert body["total"] == len(body["docs"])
+                for doc in body["docs"]:
+                    shapes.add((doc["delivery_id"] is None, doc["response"] is None))
+                    if doc["response_schema_id"]:
+                        schema_ids.add(doc["response_schema_id"])
+    # Delivered with a response, delivered with none, and never delivered.
+    assert shapes == {(False, False), (False, True), (True, True)}
+    for schema_id in schema_ids:
+        check(api.get("/schema", schema_id=schema_id), scale.GetSchemaResponse)

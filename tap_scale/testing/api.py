@@ -32,7 +32,12 @@ from tap_scale.testing.render import ALL_OPTS, Renderer
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-    from tap_scale.testing.records import BatchRecord, DatasetTaskRecord, TaskRecord
+    from tap_scale.testing.records import (
+        BatchRecord,
+        DatasetTaskRecord,
+        DeliveryRecord,
+        TaskRecord,
+    )
     from tap_scale.testing.store import Store
 
 JsonObject = dict[str, t.Any]
@@ -128,6 +133,11 @@ class ScaleApi:
                 self._delivery,
                 ("delivery_id", "delivery_name", *_PROJECT, *_PAGE, "expand", "opts"),
             ),
+            "/v2/delivery/tasks": (
+                self._delivered_tasks,
+                ("delivery_id", *_PROJECT, "status", *_COMPLETED, *_PAGE),
+            ),
+            "/v2/schema": (self._schema, ("schema_id",)),
             "/v2/datasets": (self._datasets, ()),
             "/v2/datasets/deliveries": (
                 self._dataset_deliveries,
@@ -292,6 +302,53 @@ class ScaleApi:
             "tasks": [self._render.task(task, opts=opts, expand=expand) for task in tasks],
         }
         return self._with_token(body, request, last)
+
+    def _delivered_tasks(self, request: _Request) -> JsonObject:
+        """Tasks with their delivered responses: one doc per delivery of each task.
+
+        By delivery, that delivery's tasks; by project, every task of the project, once for
+        each delivery that delivered it (a task delivered twice is listed twice) and once with
+        null delivery fields if it was never delivered.
+        """
+        query = request.query
+        scope = query.one_of("delivery_id", *_PROJECT)
+        status = query.choice("status", TASK_STATUSES)
+        after, before = query.timestamp("completed_after"), query.timestamp("completed_before")
+        limit, cursor = query.limit(), self._cursor(request)
+        with self._store.lock:
+            if scope[0] == "delivery_id":
+                delivery_id = self._find.delivery_by_id(scope[1]).delivery_id
+                pairs = [
+                    (task_id, delivery_id)
+                    for task_id in self._store.deliveries[delivery_id].task_ids
+                ]
+            else:
+                project_id = self._find.project(scope).project_id
+                pairs = [
+                    (task_id, delivery_id)
+                    for task_id in self._store.tasks_of_project[project_id].ids()
+                    for delivery_id in self._store.deliveries_of_task.get(task_id) or [""]
+                ]
+            # Each doc has its own place in the listing, so a task's docs may fall on two pages.
+            index = SortedIndex(f"{task_id}/{delivery_id}" for task_id, delivery_id in pairs)
+
+        def accept(doc_id: str) -> tuple[TaskRecord, DeliveryRecord | None] | None:
+            task_id, _, delivery_id = doc_id.partition("/")
+            task = self._store.tasks[task_id]
+            if status is not None and task.status != status:
+                return None
+            if not _within(task.completed_at, after, before):
+                return None
+            return task, self._store.deliveries.get(delivery_id)
+
+        docs, last = self._page(request, index, cursor, limit, accept)
+        rendered = [self._render.delivered_task(task, delivery) for task, delivery in docs]
+        # `total` counts the docs of this page, as Scale documents it.
+        return self._with_token({"docs": rendered, "total": len(rendered)}, request, last)
+
+    def _schema(self, request: _Request) -> JsonObject:
+        schema_id = request.query.required("schema_id")
+        return {"schema": self._render.response_schema(self._find.response_schema(schema_id))}
 
     # Datasets
 

@@ -24,9 +24,11 @@ from tap_scale.testing.records import (
     BatchRecord,
     DeliveryRecord,
     ProjectRecord,
+    ResponseSchemaRecord,
     TaskRecord,
     new_id,
 )
+from tap_scale.testing.responses import schema_id, schema_json
 from tap_scale.testing.seeds import chance, seeded
 from tap_scale.testing.store import Store
 from tap_scale.testing.timestamps import (
@@ -201,14 +203,17 @@ class World:
                 when = (chunk[-1].completed_at or 0) + rng.randrange(HOUR, 12 * HOUR)
                 self._add_delivery(rng, project, [task.task_id for task in chunk], when, None)
 
-    def _add_delivery(
+    def _add_delivery(  # noqa: PLR0913 - the schema version is keyword-only, with a default
         self,
         rng: random.Random,
         project: ProjectRecord,
         task_ids: list[str],
         when: int,
         name: str | None,
+        *,
+        schema_version: int = 1,
     ) -> DeliveryRecord:
+        """Add a delivery; its responses follow this version of the project's response schema."""
         precise = chance(rng, _PRECISE_SHARE)
         delivered_at = instant(when, precise=precise)
         with self.store.lock:
@@ -221,6 +226,12 @@ class World:
             unique, suffix = base, 2
             while unique in taken:
                 unique, suffix = f"{base} ({suffix})", suffix + 1
+            schema = ResponseSchemaRecord(
+                schema_id(project.project_id, schema_version),
+                project.project_id,
+                schema_json(project.kind, schema_version),
+            )
+            self.store.add_response_schema(schema)
             delivery = DeliveryRecord(
                 delivery_id=new_id(rng, "delivery"),
                 name=unique,
@@ -228,6 +239,7 @@ class World:
                 delivered_at=delivered_at,
                 precise=precise,
                 task_ids=tuple(task_ids),
+                response_schema_id=schema.schema_id,
             )
             self.store.add_delivery(delivery)
         return delivery
@@ -326,7 +338,14 @@ class World:
                 if task is None or task.project_id != project_id or task.status != "completed":
                     message = f"{task_id!r} is not a completed task of project {project_id}"
                     raise ValueError(message)
-            return self._add_delivery(self._rng, project, list(task_ids), now_micros(), name)
+            # A delivery made later follows a new version of the project's response schema, as
+            # when a project's taxonomy changes: the generated deliveries all follow version 1.
+            versions = sum(
+                schema.project_id == project_id for schema in self.store.response_schemas.values()
+            )
+            return self._add_delivery(
+                self._rng, project, list(task_ids), now_micros(), name, schema_version=versions + 1
+            )
 
     def _project(self, project_id: str) -> ProjectRecord:
         project = self.store.projects.get(project_id)

@@ -81,8 +81,9 @@ class Faults:
             and `missing_fields` hit.
         only_paths: When set, faults apply only to these paths (e.g. `("/v2/tasks",)`).
         empty_page: Share of requests to paginated endpoints (`/v2/tasks`, `/v2/batches`,
-            `/v2/delivery`, `/v2/datasets/delivery`, `/v2/datasets/tasks`) answered 200 with
-            no items: the list key (`tasks` or `batches`) is empty, every other key (`delivery`)
+            `/v2/delivery`, `/v2/delivery/tasks`, `/v2/datasets/delivery`, `/v2/datasets/tasks`)
+            answered 200 with no items: the list key (`tasks`, `batches` or `docs`) is empty,
+            every other key (`delivery`)
             is there, and `next_token` is a fresh token resuming exactly where the request did
             (from the start for a first page), so a client that follows it loses nothing.
             Requests the API refuses (400, 404) are refused as usual.

@@ -15,6 +15,7 @@ if t.TYPE_CHECKING:
         DatasetRecord,
         DeliveryRecord,
         ProjectRecord,
+        ResponseSchemaRecord,
         TaskRecord,
     )
     from tap_scale.testing.store import Store
@@ -93,6 +94,22 @@ class Lookups:
                 return delivery
         message = f"Delivery not found: project {project.name!r} has no delivery named {value!r}."
         raise not_found(message)
+
+    def delivery_by_id(self, delivery_id: str) -> DeliveryRecord:
+        """The delivery with this id."""
+        delivery = self._store.deliveries.get(delivery_id)
+        if delivery is None:
+            message = f"Delivery not found: no delivery with delivery_id {delivery_id!r}."
+            raise not_found(message)
+        return delivery
+
+    def response_schema(self, schema_id: str) -> ResponseSchemaRecord:
+        """The delivery JSON schema with this id."""
+        schema = self._store.response_schemas.get(schema_id)
+        if schema is None:
+            message = f"Schema not found: no delivery JSON schema with schema_id {schema_id!r}."
+            raise not_found(message)
+        return schema
 
     def dataset(self, dataset_id: str) -> DatasetRecord:
         """The dataset with this id."""

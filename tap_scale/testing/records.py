@@ -69,7 +69,7 @@ class TaskRecord:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryRecord:
-    """A delivery of completed tasks of one project."""
+    """A delivery of completed tasks of one project, whose responses follow one schema."""
 
     delivery_id: str
     name: str
@@ -77,6 +77,16 @@ class DeliveryRecord:
     delivered_at: int
     precise: bool
     task_ids: tuple[str, ...]
+    response_schema_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseSchemaRecord:
+    """The JSON Schema (as Scale's string) that a project's delivered responses follow."""
+
+    schema_id: str
+    project_id: str
+    json: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import typing as t
 
 from tap_scale.testing.content import task_errors, task_metadata, task_reports, task_threads
+from tap_scale.testing.responses import delivered_response
 from tap_scale.testing.timestamps import format_timestamp
 
 if t.TYPE_CHECKING:
@@ -27,6 +28,7 @@ if t.TYPE_CHECKING:
         DatasetTaskRecord,
         DeliveryRecord,
         ProjectRecord,
+        ResponseSchemaRecord,
         TaskRecord,
     )
     from tap_scale.testing.store import Store
@@ -109,6 +111,34 @@ class Renderer:
             "delivered_at": format_timestamp(delivery.delivered_at, fraction=delivery.precise),
             "project": self._project_field(delivery.project_id, expand),
         }
+
+    def delivered_task(self, task: TaskRecord, delivery: DeliveryRecord | None) -> JsonObject:
+        """A task with what one delivery delivered of it (`GET /v2/delivery/tasks`).
+
+        Without a delivery (the task was never delivered) the delivery's fields and the
+        response are null, as Scale documents.
+        """
+        body: JsonObject = {
+            "task_id": task.task_id,
+            "created_at": format_timestamp(task.created_at, fraction=task.precise),
+            "delivery_id": None,
+            "delivered_at": None,
+            "response_schema_id": None,
+            "response": None,
+        }
+        if delivery is not None:
+            response = delivered_response(task)
+            body["delivery_id"] = delivery.delivery_id
+            body["delivered_at"] = format_timestamp(
+                delivery.delivered_at, fraction=delivery.precise
+            )
+            body["response_schema_id"] = None if response is None else delivery.response_schema_id
+            body["response"] = response
+        return body
+
+    def response_schema(self, schema: ResponseSchemaRecord) -> JsonObject:
+        """A delivery JSON schema, its definition as the string Scale sends."""
+        return {"id": schema.schema_id, "json": schema.json}
 
     def dataset(self, dataset: DatasetRecord) -> JsonObject:
         """A Dataset."""

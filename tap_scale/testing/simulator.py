@@ -310,6 +310,23 @@ class ScaleSimulator:
             tasks = [self._store.tasks[task_id] for task_id in index.ids()]
         return [self._render.task(task, opts=opts) for task in tasks]
 
+    def task_responses(self, delivery_id: str) -> list[JsonObject]:
+        """What a delivery delivered of each of its tasks, as `GET /v2/delivery/tasks` lists it."""
+        with self._store.lock:
+            delivery = self._store.deliveries.get(delivery_id)
+            if delivery is None:
+                message = f"unknown delivery {delivery_id!r}"
+                raise ValueError(message)
+            tasks = [self._store.tasks[task_id] for task_id in delivery.task_ids]
+        return [self._render.delivered_task(task, delivery) for task in tasks]
+
+    @property
+    def response_schemas(self) -> list[JsonObject]:
+        """Every delivery JSON schema, as `GET /v2/schema` renders it under `schema`."""
+        with self._store.lock:
+            schemas = list(self._store.response_schemas.values())
+        return [self._render.response_schema(schema) for schema in schemas]
+
     @property
     def datasets(self) -> list[JsonObject]:
         """Every Dataset."""

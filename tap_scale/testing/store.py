@@ -22,6 +22,7 @@ if t.TYPE_CHECKING:
         DatasetTaskRecord,
         DeliveryRecord,
         ProjectRecord,
+        ResponseSchemaRecord,
         TaskRecord,
     )
 
@@ -42,6 +43,9 @@ class Store:
         self.tasks_of_project: dict[str, SortedIndex] = defaultdict(SortedIndex)
         self.deliveries: dict[str, DeliveryRecord] = {}
         self.tasks_of_delivery: dict[str, SortedIndex] = {}
+        # task id -> the deliveries that delivered it, oldest first (a task may be re-delivered)
+        self.deliveries_of_task: dict[str, list[str]] = defaultdict(list)
+        self.response_schemas: dict[str, ResponseSchemaRecord] = {}
         self.datasets: dict[str, DatasetRecord] = {}
         self.dataset_deliveries: dict[str, DatasetDeliveryRecord] = {}
         self.dataset_tasks: dict[str, DatasetTaskRecord] = {}
@@ -86,6 +90,13 @@ class Store:
         with self.lock:
             self.deliveries[delivery.delivery_id] = delivery
             self.tasks_of_delivery[delivery.delivery_id] = SortedIndex(delivery.task_ids)
+            for task_id in delivery.task_ids:
+                self.deliveries_of_task[task_id].append(delivery.delivery_id)
+
+    def add_response_schema(self, schema: ResponseSchemaRecord) -> None:
+        """Add the schema some deliveries' responses follow."""
+        with self.lock:
+            self.response_schemas[schema.schema_id] = schema
 
     def add_dataset(
         self,
