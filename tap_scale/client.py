@@ -19,7 +19,7 @@ from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_scale.models import Columns, parse_timestamp
+from tap_scale.models import UNKNOWN_FIELDS, Columns, parse_timestamp
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -207,14 +207,29 @@ class ScaleStream(RESTStream[str | None]):
         if self.replication_key:
             # The SDK reads the replication key from every record; Scale omits it when unset.
             row.setdefault(self.replication_key, None)
-        for change in self.columns.conform(row):
+        columns = self.columns
+        known = len(columns.unknown)
+        for change in columns.conform(row):
             self._log_repair(row, change)
+        if len(columns.unknown) > known and columns.keeps_unknown:
+            # Scale grew a field: said once per field, as news rather than a fault.
+            self.logger.info(
+                "Scale sends %s records a top-level field this release of tap-scale does not "
+                "know (%s): kept, as sent, in their %s column.",
+                self.name,
+                ", ".join(list(columns.unknown)[known:]),
+                UNKNOWN_FIELDS,
+            )
         return row
 
     @cached_property
     def columns(self) -> Columns:
-        """The schema's top-level fields, read once for every record's `post_process`."""
-        return Columns(self.schema)
+        """The top-level fields of the effective schema, read once for every `post_process`.
+
+        The effective schema is the catalog's where a catalog overrides the stream's own: the
+        target receives that one, so records are conformed to it.
+        """
+        return Columns(self.effective_schema)
 
     def _log_repair(self, row: dict[str, t.Any], change: str) -> None:
         self._repairs_logged += 1

@@ -3,9 +3,11 @@
 Names and fields follow Scale's API reference (shared/scale-api/REFERENCE.md). Two rules hold
 throughout, each because Scale's real responses demand it:
 
-- Every object keeps fields it does not know (``additionalProperties``): Scale adds fields over
-  time (rubrics, submissions and the ``deleted`` status all came after the first docs), and a tap
-  that drops them loses customer data.
+- Every object keeps fields it does not know: Scale adds fields over time (rubrics, submissions
+  and the ``deleted`` status all came after the first docs), and a tap that drops them loses
+  customer data. Nested objects keep them in place (``additionalProperties``); at the top level,
+  where each field is a warehouse column, they are kept in one object column,
+  ``additional_properties`` (:data:`UNKNOWN_FIELDS`).
 - No nested field is required, even those Scale marks "always present": which fields appear
   depends on the ``opts`` a request asks for (Scale's own example of ``/v2/tasks`` shows
   annotations with only ``key`` and ``value``).
@@ -39,6 +41,25 @@ def _array(item: th.JSONTypeHelper[t.Any] | type[th.JSONTypeHelper[t.Any]]) -> t
 
 def _str(name: str) -> th.Property[str]:
     return th.Property(name, th.StringType)
+
+
+# The column that keeps a record's top-level fields this release does not know, by name. Named
+# as JSON Schema's `additionalProperties` keyword names such fields, and as Scale's own client
+# names the same catch-all (`additional_properties`, in the models OpenAPI Generator made from
+# Scale's spec); Airbyte keeps them in `_ab_additional_properties` for the same reason. Not
+# `_sdc_...`: Singer reserves that prefix for the metadata columns targets add.
+UNKNOWN_FIELDS = "additional_properties"
+UNKNOWN_FIELDS_PROPERTY = th.Property(
+    UNKNOWN_FIELDS,
+    th.ObjectType(additional_properties=True),
+    description="Top-level fields Scale sent that this release of tap-scale does not know, by "
+    "name, kept as sent. Null when there are none.",
+)
+
+
+def stream_schema(*properties: th.Property[t.Any]) -> th.PropertiesList:
+    """A stream's schema: its fields, and the column that keeps the fields it does not know."""
+    return th.PropertiesList(*properties, UNKNOWN_FIELDS_PROPERTY)
 
 
 # --- Annotations --------------------------------------------------------------------------------
@@ -175,11 +196,11 @@ TASK_FIELDS = (
     th.Property("errors", _array(ERROR_DETAIL)),
     th.Property("sensitive_content_reports", _array(REPORT)),
 )
-TASK = th.PropertiesList(*TASK_FIELDS)
+TASK = stream_schema(*TASK_FIELDS)
 
 # --- Projects, batches, deliveries --------------------------------------------------------------
 
-PROJECT = th.PropertiesList(
+PROJECT = stream_schema(
     th.Property("id", th.StringType, required=True),
     _str("name"),
     th.Property("created_at", th.DateTimeType),
@@ -188,7 +209,7 @@ PROJECT = th.PropertiesList(
 )
 
 BATCH_STATUSES = ("staging", "in_progress", "completed", "paused", "cancelled")
-BATCH = th.PropertiesList(
+BATCH = stream_schema(
     th.Property("id", th.StringType, required=True),
     _str("name"),
     _str("project"),
@@ -199,7 +220,7 @@ BATCH = th.PropertiesList(
     th.Property("metadata", FREE_FORM),
 )
 
-DELIVERY = th.PropertiesList(
+DELIVERY = stream_schema(
     th.Property("id", th.StringType, required=True),
     _str("name"),
     th.Property("task_count", th.IntegerType),
@@ -208,17 +229,41 @@ DELIVERY = th.PropertiesList(
 )
 
 # A delivered task: the whole task, and which delivery brought it when.
-DELIVERY_TASK = th.PropertiesList(
+DELIVERY_TASK = stream_schema(
     th.Property("delivery", th.StringType, required=True),
     th.Property("delivered_at", th.DateTimeType),
     *TASK_FIELDS,
 )
 
+# What one delivery delivered of a task (`GET /v2/delivery/tasks`): the response, free-form
+# (its keys are the project's own), and the id of the JSON Schema it follows.
+TASK_RESPONSE = stream_schema(
+    th.Property("delivery_id", th.StringType, required=True),
+    th.Property("task_id", th.StringType, required=True),
+    th.Property("delivered_at", th.DateTimeType),
+    th.Property("created_at", th.DateTimeType),
+    _str("response_schema_id"),
+    th.Property("response", FREE_FORM),
+)
+
+# A delivery JSON schema (`GET /v2/schema`): Scale's string, and the schema it encodes.
+RESPONSE_SCHEMA = stream_schema(
+    th.Property("id", th.StringType, required=True),
+    th.Property(
+        "json", th.StringType, description="The JSON Schema as Scale sends it: a JSON string."
+    ),
+    th.Property(
+        "json_schema",
+        FREE_FORM,
+        description="The same JSON Schema, parsed (null if Scale's string is not a JSON object).",
+    ),
+)
+
 # --- Datasets -----------------------------------------------------------------------------------
 
-DATASET = th.PropertiesList(th.Property("id", th.StringType, required=True), _str("name"))
+DATASET = stream_schema(th.Property("id", th.StringType, required=True), _str("name"))
 
-DATASET_DELIVERY = th.PropertiesList(
+DATASET_DELIVERY = stream_schema(
     th.Property("id", th.StringType, required=True),
     _str("name"),
     th.Property("delivered_at", th.DateTimeType),
@@ -230,7 +275,7 @@ DATASET_DELIVERY = th.PropertiesList(
 )
 
 # A dataset task's `response` is free-form: its keys are the dataset's own.
-DATASET_TASK = th.PropertiesList(
+DATASET_TASK = stream_schema(
     th.Property("task_id", th.StringType, required=True),
     th.Property("delivery", th.StringType, required=True),
     th.Property("delivered_at", th.DateTimeType),
@@ -314,14 +359,20 @@ def utc_timestamp(value: str | None) -> str | None:
 class Columns:
     """One stream's top-level fields, which become warehouse columns, read once from its schema.
 
-    A value of the wrong type in a column fails a load, so :meth:`conform` brings each record's
-    top level to the schema; nested values live in JSON columns and are left as Scale sent them.
+    The schema is the stream's effective one: the catalog's where the catalog overrides it, as
+    the SCHEMA message the target receives does. A value of the wrong type in a column fails a
+    load, so :meth:`conform` brings each record's top level to the schema; nested values live in
+    JSON columns and are left as Scale sent them.
     """
 
     def __init__(self, schema: dict[str, t.Any]) -> None:
         """Note which fields need which repair, so a record costs a few lookups, not a walk."""
         properties: dict[str, dict[str, t.Any]] = schema["properties"]
-        self.names = frozenset(properties)
+        # Where fields the schema does not name are kept, unless a catalog took the column out.
+        self.keeps_unknown = UNKNOWN_FIELDS in properties
+        self.names = frozenset(properties) - {UNKNOWN_FIELDS}
+        #: The unknown top-level fields seen so far, in the order first seen.
+        self.unknown: dict[str, None] = {}
         self.timestamps = tuple(
             name for name, field in properties.items() if field.get("format") == "date-time"
         )
@@ -331,21 +382,23 @@ class Columns:
             for name, kinds in types.items()
             if kinds & {"integer", "number"}
         }
-        self.objects = tuple(name for name, kinds in types.items() if "object" in kinds)
+        self.objects = tuple(
+            name for name, kinds in types.items() if "object" in kinds and name != UNKNOWN_FIELDS
+        )
 
     def conform(self, record: dict[str, t.Any]) -> list[str]:
         """Bring a record's top-level values to the schema's types; say what changed.
 
-        Only lossless repairs are made: a timestamp is rewritten in the one emitted form, a
-        number sent as a string becomes the number, an object sent as a JSON string becomes the
-        object. A timestamp that cannot be read is set to null (it would otherwise corrupt
-        bookmarks). A field the schema does not name has no column and is left out. Anything
-        else is kept as sent.
+        A field the schema does not name has no column of its own: it is moved, as sent, into
+        the ``additional_properties`` object (a field Scale itself names so included), and
+        noted in :attr:`unknown`. Only lossless repairs are made: a timestamp is rewritten in
+        the one emitted form, a number sent as a string becomes the number, an object sent as a
+        JSON string becomes the object. A timestamp that cannot be read is set to null (it would
+        otherwise corrupt bookmarks). Anything else is kept as sent.
         """
         changes = []
-        for name in record.keys() - self.names:
-            del record[name]
-            changes.append(f"{name} is not a field of the schema: left out")
+        if unknown := record.keys() - self.names:
+            changes += self._keep_unknown(record, unknown)
         for name in self.timestamps:
             value = record.get(name)
             if value is None:
@@ -366,6 +419,19 @@ class Columns:
                 record[name] = decoded
                 changes.append(f"{name} came as a JSON string: emitted as the object it encodes")
         return changes
+
+    def _keep_unknown(self, record: dict[str, t.Any], names: t.Collection[str]) -> list[str]:
+        kept = {name: record.pop(name) for name in sorted(names)}
+        self.unknown.update(dict.fromkeys(kept))
+        if self.keeps_unknown:
+            record[UNKNOWN_FIELDS] = kept
+            return []
+        # The catalog's schema has no column for them: the target could not load them.
+        return [
+            f"{name} is not a field of the catalog's schema, which has no {UNKNOWN_FIELDS} "
+            "column either: left out"
+            for name in kept
+        ]
 
 
 def _number(text: str, *, integer: bool) -> int | float | None:

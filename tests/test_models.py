@@ -49,23 +49,39 @@ def test_not_a_timestamp_is_rejected(value: str) -> None:
         utc_timestamp(value)
 
 
-def test_columns_repair_the_top_level_losslessly_and_leave_out_unknown_fields() -> None:
+def test_columns_repair_the_top_level_losslessly_and_keep_unknown_fields() -> None:
     record = {
         "id": "delivery_1",
         "task_count": "12",
         "delivered_at": "2025-01-02T04:00:39.9Z",
         "added_by_scale_later": {"a": 1},
+        # Scale's own field of the column's name is kept inside it, not taken for it.
+        "additional_properties": [1],
     }
-    changes = Columns(DELIVERY.to_dict()).conform(record)
+    columns = Columns(DELIVERY.to_dict())
+    changes = columns.conform(record)
     assert record == {
         "id": "delivery_1",
         "task_count": 12,
         "delivered_at": "2025-01-02T04:00:39.900000Z",
+        "additional_properties": {"added_by_scale_later": {"a": 1}, "additional_properties": [1]},
     }
-    assert changes == [
-        "added_by_scale_later is not a field of the schema: left out",
-        "task_count came as the string '12': emitted as a number",
-    ]
+    assert changes == ["task_count came as the string '12': emitted as a number"]
+    assert list(columns.unknown) == ["added_by_scale_later", "additional_properties"]
+
+
+def test_columns_follow_a_schema_without_the_unknown_fields_column() -> None:
+    # A catalog that overrides the schema decides the columns: without `additional_properties`
+    # there is nowhere to keep an unknown field, and the change says so.
+    schema = DELIVERY.to_dict()
+    del schema["properties"]["additional_properties"]
+    record = {"id": "delivery_1", "new": 1}
+    left_out = (
+        "new is not a field of the catalog's schema, which has no additional_properties column "
+        "either: left out"
+    )
+    assert Columns(schema).conform(record) == [left_out]
+    assert record == {"id": "delivery_1"}
 
 
 def test_columns_null_an_unreadable_timestamp_and_keep_what_cannot_be_repaired() -> None:

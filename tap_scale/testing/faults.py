@@ -48,7 +48,7 @@ _REFUSALS = {
 # Statuses a refusal can be sent with: 1xx are not final responses, and 204, 205 and 304 carry
 # no body, so a client would leave the error body unread and lose its place on the connection.
 _SENDABLE = frozenset(range(200, 600)) - {204, 205, 304}
-_ITEM_SHARES = ("type_drift", "missing_fields")
+_ITEM_SHARES = ("type_drift", "missing_fields", "new_fields")
 
 
 class Strike(t.NamedTuple):
@@ -98,6 +98,11 @@ class Faults:
             their optional fields: no `batch`, `metadata` or `errors`, no `source_id` on
             messages, no `annotations` on turns or threads. `ScaleSimulator.stripped(id)` tells
             which tasks are hit.
+        new_fields: Share of objects, on every endpoint (tasks, delivered tasks, deliveries,
+            projects, batches, datasets, dataset deliveries and tasks, schemas), served with a
+            top-level field that no model of Scale's lists: `"review_round": 2`. It stands for
+            a field Scale adds after this release, which a client must keep, not drop.
+            `ScaleSimulator.grown(id)` tells which objects are hit.
         refuse_with: When set, every request is answered with this status (200 to 599, except
             the bodiless 204, 205 and 304) and Scale's error body with a message fitting it
             (e.g. 402: "Payment required: ..."), before authentication; a 429 carries
@@ -125,6 +130,7 @@ class Faults:
     type_drift: float = 0.0
     missing_fields: float = 0.0
     refuse_with: int | None = None
+    new_fields: float = 0.0
     _random: random.Random = field(init=False, repr=False, compare=False)
     _seeded_with: int | None = field(default=None, init=False, repr=False, compare=False)
     _struck: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)

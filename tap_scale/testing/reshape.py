@@ -28,17 +28,45 @@ _DRIFTED_PARAMETERS = ("temperature", "max_completion_tokens")
 NEW_FIELD = ("priority", 3)
 
 
+# Not in any model: stands for a top-level field Scale adds after this release (`new_fields`).
+NEW_TOP_LEVEL_FIELD = ("review_round", 2)
+# Where each endpoint's objects are: the keys of its lists, or None for the whole body.
+_OBJECTS: dict[str, tuple[str | None, ...]] = {
+    "/v2/projects": ("projects",),
+    "/v2/project": (None,),
+    "/v2/batches": ("batches",),
+    "/v2/batch": (None,),
+    "/v2/tasks": ("tasks",),
+    "/v2/task": (None,),
+    "/v2/deliveries": ("deliveries",),
+    "/v2/delivery": ("tasks", "delivery"),
+    "/v2/delivery/tasks": ("docs",),
+    "/v2/schema": ("schema",),
+    "/v2/datasets": ("datasets",),
+    "/v2/datasets/deliveries": ("deliveries",),
+    "/v2/datasets/delivery": ("tasks", "delivery"),
+    "/v2/datasets/tasks": ("tasks",),
+}
+
+
+def object_id(item: JsonObject) -> str:
+    """The id per-object faults go by: `task_id` (with the delivery's, for a delivered task)."""
+    if "task_id" in item and "response" in item and "delivery_id" in item:
+        return f"{item['task_id']}/{item['delivery_id']}"
+    return str(item.get("task_id") or item.get("id"))
+
+
 def reshaped(faults: Faults, path: str, reply: Reply) -> tuple[Reply, list[str]]:
     """The reply with the content faults applied, and the names of those that hit something.
 
     The body is parsed only when a content fault is on and the path holds what it changes.
     """
-    if faults.type_drift <= 0 and faults.missing_fields <= 0:
+    if faults.type_drift <= 0 and faults.missing_fields <= 0 and faults.new_fields <= 0:
         return reply, []
-    if path not in TASK_PATHS | DELIVERY_PATHS:
+    if path not in TASK_PATHS | DELIVERY_PATHS | _OBJECTS.keys():
         return reply, []
     body = json.loads(reply.body)
-    struck: set[str] = set()
+    struck: set[str] = {"new_fields"} if _grow(faults, path, body) else set()
     for task in _tasks(path, body):
         # Fields go first, so that drift only retypes what is still there.
         if faults.strikes_item("missing_fields", task["task_id"]):
@@ -53,7 +81,9 @@ def reshaped(faults: Faults, path: str, reply: Reply) -> tuple[Reply, list[str]]
             struck.add("type_drift")
     if not struck:
         return reply, []
-    names: list[str] = [name for name in ("missing_fields", "type_drift") if name in struck]
+    names: list[str] = [
+        name for name in ("new_fields", "missing_fields", "type_drift") if name in struck
+    ]
     return json_reply(reply.status, body, reply.headers), names
 
 
@@ -101,6 +131,28 @@ def _deliveries(path: str, body: JsonObject) -> list[JsonObject]:
     delivery = body.get("delivery")
     # Without expand=delivery, /v2/delivery names its delivery by id: nothing to retype.
     return [delivery] if path in DELIVERY_PATHS and isinstance(delivery, dict) else []
+
+
+def _grow(faults: Faults, path: str, body: JsonObject) -> bool:
+    """Add the new top-level field to the objects `new_fields` hits; whether it hit any."""
+    if faults.new_fields <= 0:
+        return False
+    grown = False
+    for item in _objects_of(path, body):
+        if faults.strikes_item("new_fields", object_id(item)):
+            name, value = NEW_TOP_LEVEL_FIELD
+            item[name] = value
+            grown = True
+    return grown
+
+
+def _objects_of(path: str, body: JsonObject) -> t.Iterator[JsonObject]:
+    """The objects an endpoint's body holds (an id in place of an object is none)."""
+    for key in _OBJECTS.get(path, ()):
+        found = body if key is None else body.get(key)
+        for item in found if isinstance(found, list) else [found]:
+            if isinstance(item, dict):
+                yield item
 
 
 def _objects(node: object) -> t.Iterator[JsonObject]:

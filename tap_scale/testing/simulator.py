@@ -244,6 +244,14 @@ class ScaleSimulator:
         """
         return self.faults.strikes_item("type_drift", item_id)
 
+    def grown(self, item_id: str) -> bool:
+        """Whether the object with this id is served with the `new_fields` fault's new field.
+
+        The id is a task's `task_id` (for a delivered task, `<task_id>/<delivery_id>`), or any
+        other object's `id`.
+        """
+        return self.faults.strikes_item("new_fields", item_id)
+
     def stripped(self, task_id: str) -> bool:
         """Whether the task with this id is served without its optional fields.
 
