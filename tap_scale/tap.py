@@ -185,6 +185,8 @@ class TapScale(Tap):
             streams.TasksStream(self),
             streams.DeliveriesStream(self),
             streams.DeliveryTasksStream(self),
+            streams.TaskResponsesStream(self),
+            streams.ResponseSchemasStream(self),
             streams.DatasetsStream(self),
             streams.DatasetDeliveriesStream(self),
             streams.DatasetTasksStream(self),
@@ -199,11 +201,12 @@ class TapScale(Tap):
         # Resolve at once every part a selected stream needs, whichever stream asks first: a
         # typo in any name then stops the sync before its first record.
         selected = {name for name, stream in self.streams.items() if stream.selected}
-        if selected & {"projects", "batches", "tasks", "deliveries", "delivery_tasks"}:
+        delivered = {"deliveries", "delivery_tasks", "task_responses", "response_schemas"}
+        if selected & {"projects", "batches", "tasks", *delivered}:
             _ = selection.projects
         if "tasks" in selected:
             _ = selection.task_sources
-        if selected & {"deliveries", "delivery_tasks"}:
+        if selected & delivered:
             _ = selection.delivery_ids
         if selected & {"datasets", "dataset_deliveries", "dataset_tasks"}:
             _ = selection.datasets, selection.dataset_delivery_ids

@@ -1,8 +1,9 @@
-"""tap-scale's streams, by domain: tasks, projects and batches, deliveries, datasets."""
+"""tap-scale's streams, by domain: tasks, projects and batches, deliveries, responses, datasets."""
 
 from tap_scale.streams.datasets import DatasetDeliveriesStream, DatasetsStream, DatasetTasksStream
 from tap_scale.streams.deliveries import DeliveriesStream, DeliveryTasksStream
 from tap_scale.streams.projects import BatchesStream, ProjectsStream
+from tap_scale.streams.responses import ResponseSchemasStream, TaskResponsesStream
 from tap_scale.streams.tasks import TasksStream
 
 __all__ = [
@@ -13,5 +14,7 @@ __all__ = [
     "DeliveriesStream",
     "DeliveryTasksStream",
     "ProjectsStream",
+    "ResponseSchemasStream",
+    "TaskResponsesStream",
     "TasksStream",
 ]

@@ -30,9 +30,9 @@ class DeliveredTasksStream(ScaleStream):
     """The tasks of one delivery per context; a delivery whose tasks were all read is not re-read.
 
     Each delivery is its own state partition, finished (with a bookmark) only once all of its
-    pages are read. The parent stream asks :meth:`has_synced` before handing a delivery over, so
-    a delivery is read once even when the parent's own records are not selected, and a sync
-    interrupted inside a delivery reads that delivery again.
+    pages are read. The parent stream hands a delivery over while one of its children
+    :meth:`needs` it, so a delivery is read once even when the parent's own records are not
+    selected, and a sync interrupted inside a delivery reads that delivery again.
     """
 
     primary_keys = ("delivery", "task_id")
@@ -40,6 +40,29 @@ class DeliveredTasksStream(ScaleStream):
     # Every task of a delivery carries the same `delivered_at`: unsorted, so that the partition's
     # bookmark (its "done" mark) is only set once the last page is read.
     is_sorted = False
+    #: The record field naming the delivery that brought the task.
+    delivery_field: t.ClassVar[str] = "delivery"
+
+    @cached_property
+    def deliveries(self) -> DeliveryListStream:
+        """The stream that lists the deliveries (the SDK keeps no link from child to parent)."""
+        return next(
+            t.cast("DeliveryListStream", stream)
+            for stream in self._tap.streams.values()
+            if self.parent_stream_type is not None and isinstance(stream, self.parent_stream_type)
+        )
+
+    def needs(self, delivery_id: str) -> bool:
+        """Whether this sync must read a delivery: named in the settings, or not read before."""
+        return self.deliveries.wanted() is not None or delivery_id not in self.synced_deliveries
+
+    @override
+    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        # The parent hands a delivery over while any of its children needs it: another child
+        # may need it where this one read it before.
+        if context is not None and not self.needs(context["delivery"]):
+            return
+        yield from super().get_records(context)
 
     @override
     def post_process(
@@ -48,9 +71,12 @@ class DeliveredTasksStream(ScaleStream):
         context: Context | None = None,
     ) -> dict[str, t.Any] | None:
         assert context is not None  # noqa: S101  # always read per delivery
-        # Which delivery brought the task, and when: also the partition's bookmark.
-        row["delivery"] = context["delivery"]
-        row["delivered_at"] = context["delivered_at"]
+        # Which delivery brought the task, and when (also the partition's bookmark), where
+        # Scale's record does not say itself.
+        if row.get(self.delivery_field) is None:
+            row[self.delivery_field] = context["delivery"]
+        if row.get("delivered_at") is None:
+            row["delivered_at"] = context["delivered_at"]
         return super().post_process(row, context)
 
     @cached_property
@@ -115,8 +141,8 @@ class DeliveryListStream(ScaleStream):
 
     @property
     def feeds_children(self) -> bool:
-        """Whether a stream of the deliveries' tasks is selected."""
-        return any(child.selected for child in self.child_streams)
+        """Whether a stream of the deliveries' tasks (or of what they lead to) is selected."""
+        return any(child.selected or child.has_selected_descendents for child in self.child_streams)
 
     @override
     def post_process(
@@ -135,16 +161,16 @@ class DeliveryListStream(ScaleStream):
         record: dict[str, t.Any],
         context: Context | None,
     ) -> t.Iterable[Context | None]:
-        child_context = {"delivery": record["id"], "delivered_at": record["delivered_at"]}
         # Deliveries named in the settings are read whatever the state says: that is the point
-        # of naming them. Others are skipped (yielding nothing: None is logged by the SDK) once
-        # all their tasks were read.
-        targeted = self.wanted() is not None
-        if targeted or not any(
-            isinstance(child, DeliveredTasksStream) and record["id"] in child.synced_deliveries
+        # of naming them. Others are handed over (yielding nothing otherwise: None is logged by
+        # the SDK) while a child that is synced has not read all their tasks yet.
+        if any(
+            child.needs(record["id"])
             for child in self.child_streams
+            if isinstance(child, DeliveredTasksStream)
+            and (child.selected or child.has_selected_descendents)
         ):
-            yield child_context
+            yield {"delivery": record["id"], "delivered_at": record["delivered_at"]}
 
 
 class DeliveriesStream(DeliveryListStream):
