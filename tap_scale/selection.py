@@ -164,6 +164,23 @@ class Selection:
         """Ids of the datasets in scope."""
         return [dataset["id"] for dataset in self.datasets]
 
+    def dataset_deliveries(self, dataset_id: str) -> list[dict[str, t.Any]]:
+        """Every delivery of a dataset, listed once per sync (`GET /v2/datasets/deliveries`).
+
+        One listing serves the targeted deliveries' check, the `dataset_deliveries` stream and
+        the plan of how `dataset_tasks` reads them. Callers must not change what it returns.
+        """
+        listed = self._dataset_deliveries.get(dataset_id)
+        if listed is None:
+            body = self._fetch("/datasets/deliveries", {"dataset_id": dataset_id})
+            listed = [d for d in body.get("deliveries") or [] if isinstance(d, dict)]
+            self._dataset_deliveries[dataset_id] = listed
+        return listed
+
+    @cached_property
+    def _dataset_deliveries(self) -> dict[str, list[dict[str, t.Any]]]:
+        return {}
+
     @cached_property
     def dataset_delivery_ids(self) -> frozenset[str] | None:
         """The configured dataset deliveries, or None for all; unknown ones are errors."""
@@ -173,9 +190,7 @@ class Selection:
         deliveries = [
             delivery
             for dataset_id in self.dataset_ids
-            for delivery in self._fetch("/datasets/deliveries", {"dataset_id": dataset_id}).get(
-                "deliveries", []
-            )
+            for delivery in self.dataset_deliveries(dataset_id)
         ]
         known = {delivery["id"] for delivery in deliveries}
         if unknown := [value for value in wanted if value not in known]:

@@ -6,6 +6,7 @@ import typing as t
 
 import pytest
 
+from tap_scale.models import parse_timestamp
 from tap_scale.testing import ScaleSimulator
 from tests.tap_run import canonical, discover, moment, run_tap, select
 
@@ -246,3 +247,98 @@ def test_a_named_delivery_is_pulled_again_on_every_run(
         (delivery["id"], task["task_id"]) for task in simulator.delivery_tasks(delivery["id"])
     }
     assert keyed(second.records("delivery_tasks"), "delivery", "task_id").keys() == expected
+
+
+def dataset_task_reads(simulator: ScaleSimulator) -> list[dict[str, t.Any]]:
+    return [r for r in simulator.requests if r["path"] == "/v2/datasets/tasks"]
+
+
+def test_dataset_tasks_are_read_over_a_span_where_that_takes_fewer_requests(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    dataset = simulator.datasets[0]
+    first, middle, last = sorted(
+        simulator.dataset_deliveries(dataset["id"]),
+        key=lambda d: parse_timestamp(d["delivered_at"]),
+    )
+    config = {**config, "page_size": 100, "dataset_ids": [dataset["id"]]}
+    catalog = select(discover(tmp_path, config), "dataset_tasks")
+
+    # The middle delivery first, alone: one chain of one page.
+    targeted = run_tap(
+        tmp_path, {**config, "dataset_delivery_ids": [middle["id"]]}, catalog=catalog
+    )
+    assert {r["delivery"] for r in targeted.records("dataset_tasks")} == {middle["id"]}
+    assert [r["params"].get("delivery_id") for r in dataset_task_reads(simulator)] == [
+        [middle["id"]]
+    ]
+
+    # Then the two others: one chain over their span, which holds the middle one too (skipped:
+    # already read), instead of one chain each.
+    simulator.reset_log()
+    rest = run_tap(tmp_path, config, catalog=catalog, state=targeted.state)
+    reads = dataset_task_reads(simulator)
+    assert len(reads) == 1
+    assert reads[0]["params"]["dataset_id"] == [dataset["id"]]
+    emitted = keyed(rest.records("dataset_tasks"), "delivery", "task_id")
+    assert emitted.keys() == {
+        (delivery["id"], task["task_id"])
+        for delivery in (first, last)
+        for task in simulator.dataset_tasks(delivery["id"])
+    }
+    for (delivery_id, _), record in emitted.items():
+        delivery = first if delivery_id == first["id"] else last
+        assert moment(record["delivered_at"]) == moment(delivery["delivered_at"])
+
+    # Each of them is marked read: nothing is read again.
+    simulator.reset_log()
+    again = run_tap(tmp_path, config, catalog=catalog, state=rest.state)
+    assert again.records("dataset_tasks") == []
+    assert dataset_task_reads(simulator) == []
+
+
+def test_a_span_read_interrupted_marks_none_of_its_deliveries(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    dataset = simulator.datasets[1]
+    config = {**config, "page_size": 10, "dataset_ids": [dataset["id"]], "max_tries": 1}
+    catalog = select(discover(tmp_path, config), "dataset_tasks")
+    everything = {
+        (delivery["id"], task["task_id"])
+        for delivery in simulator.dataset_deliveries(dataset["id"])
+        for task in simulator.dataset_tasks(delivery["id"])
+    }
+    # The span's chain breaks on its third page.
+    simulator.faults.only_paths = ("/v2/datasets/tasks",)
+    simulator.faults.refuse_with = None
+    broken = _fail_after(simulator, pages=2)
+    interrupted = run_tap(tmp_path, config, catalog=catalog, check=False)
+    assert interrupted.returncode == 1
+    broken.stop()
+    state = interrupted.states[-1] if interrupted.states else {}
+    resumed = run_tap(tmp_path, config, catalog=catalog, state=state)
+    got = {(r["delivery"], r["task_id"]) for r in resumed.records("dataset_tasks")}
+    assert got == everything
+
+
+class _fail_after:  # noqa: N801 - reads as what it does
+    """Answer the faulted paths with 500s after this many pages, until stopped."""
+
+    def __init__(self, simulator: ScaleSimulator, pages: int) -> None:
+        self._simulator = simulator
+        self._pages = pages
+        self._original = simulator._respond  # noqa: SLF001 - a test's own interposer
+        self._served = 0
+
+        def respond(method: str, path: str, params: t.Any, authorization: t.Any) -> t.Any:
+            if path == "/v2/datasets/tasks":
+                self._served += 1
+                if self._served > self._pages:
+                    simulator.faults.refuse_with = 500
+            return self._original(method, path, params, authorization)
+
+        simulator._server.respond = respond  # type: ignore[union-attr]  # noqa: SLF001
+
+    def stop(self) -> None:
+        self._simulator.faults.refuse_with = None
+        self._simulator._server.respond = self._original  # type: ignore[union-attr]  # noqa: SLF001

@@ -26,7 +26,7 @@ if t.TYPE_CHECKING:
 JsonObject = dict[str, t.Any]
 
 DATASET_NAMES = ("Multilingual Preference Pairs", "Code Reasoning Traces")
-_DELIVERIES_PER_DATASET = 2
+_DELIVERIES_PER_DATASET = 3
 _TASKS_PER_DELIVERY = (20, 30)
 _DAY = 86_400 * MICROS_PER_SECOND
 _LANGUAGES = ("en", "fr", "es", "de", "ja")
