@@ -104,7 +104,7 @@ class TapScale(Tap):
         _strings("batch_names", "Sync the tasks of these batches (by name) instead of projects."),
         _strings(
             "delivery_ids",
-            "Sync exactly these deliveries (deliveries and delivery_tasks), by id.",
+            "Sync exactly these deliveries (deliveries, delivery_tasks, task_responses), by id.",
         ),
         _strings(
             "delivery_names",
