@@ -27,6 +27,8 @@ PRIMARY_KEYS = {
     "tasks": ("task_id",),
     "deliveries": ("id",),
     "delivery_tasks": ("delivery", "task_id"),
+    "task_responses": ("delivery_id", "task_id"),
+    "response_schemas": ("id",),
     "datasets": ("id",),
     "dataset_deliveries": ("id",),
     "dataset_tasks": ("delivery", "task_id"),

@@ -62,7 +62,8 @@ class TaskResponsesStream(DeliveredTasksStream):
         for child in self.child_streams:
             if isinstance(child, ResponseSchemasStream) and schema_id and child.wants(schema_id):
                 child.requested.add(schema_id)
-                yield {"response_schema_id": schema_id}
+                # Keyed as the schema's own field: the SDK copies partition keys into records.
+                yield {"id": schema_id}
 
 
 class ResponseSchemasStream(ScaleStream):
@@ -90,10 +91,9 @@ class ResponseSchemasStream(ScaleStream):
     def stored(self) -> frozenset[str]:
         """Schema ids an earlier run read (their partitions carry a bookmark)."""
         return frozenset(
-            partition["context"]["response_schema_id"]
+            partition["context"]["id"]
             for partition in self.stream_state.get("partitions", [])
-            if partition.get("replication_key_value")
-            and "response_schema_id" in partition.get("context", {})
+            if partition.get("replication_key_value") and "id" in partition.get("context", {})
         )
 
     def wants(self, schema_id: str) -> bool:
@@ -107,7 +107,7 @@ class ResponseSchemasStream(ScaleStream):
         next_page_token: str | None,
     ) -> dict[str, t.Any]:
         assert context is not None  # noqa: S101  # always read per schema
-        return {"schema_id": context["response_schema_id"]}
+        return {"schema_id": context["id"]}
 
     @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
@@ -121,7 +121,7 @@ class ResponseSchemasStream(ScaleStream):
             self.logger.warning(
                 "Scale has no schema %s, which delivered responses name (Scale said: %s); "
                 "response_schemas has no record for it.",
-                context["response_schema_id"],
+                context["id"],
                 error.scale_text,
             )
 
