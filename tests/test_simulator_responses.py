@@ -111,3 +111,29 @@ def test_completed_filters_and_empty_pages_apply_to_delivered_tasks(sim: ScaleSi
     sim.faults = Faults()
     none, _ = docs(sim, project_id=project, completed_before="2000-01-01T00:00:00Z")
     assert none == []
+
+
+def test_new_fields_reach_the_objects_of_every_endpoint_that_grown_names(
+    sim: ScaleSimulator,
+) -> None:
+    sim.faults.new_fields = 0.5
+    project = sim.projects[0]["id"]
+    delivery = sim.deliveries(project)[0]
+    bodies = {
+        "projects": get(sim, "/projects").json()["projects"],
+        "tasks": get(sim, "/tasks", project_id=project, limit=50).json()["tasks"],
+        "docs": get(sim, "/delivery/tasks", delivery_id=delivery["id"]).json()["docs"],
+        "deliveries": get(sim, "/deliveries", project_id=project).json()["deliveries"],
+        "datasets": get(sim, "/datasets/tasks", dataset_id=sim.datasets[0]["id"]).json()["tasks"],
+    }
+    for name, objects in bodies.items():
+        ids = [
+            f"{item['task_id']}/{item['delivery_id']}"
+            if name == "docs"
+            else item.get("task_id") or item["id"]
+            for item in objects
+        ]
+        hit = [("review_round" in item) for item in objects]
+        assert hit == [sim.grown(item_id) for item_id in ids], name
+        assert any(hit), name
+        assert all(item["review_round"] == 2 for item in objects if "review_round" in item)

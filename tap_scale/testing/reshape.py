@@ -1,7 +1,8 @@
-"""Content faults: tasks and deliveries as an evolving API might send them.
+"""Content faults: objects as an evolving API might send them.
 
 `type_drift` sends values with another JSON type than the models promise, plus a field no model
-lists; `missing_fields` leaves optional fields out. Both act on a body the API rendered
+lists; `missing_fields` leaves optional fields out; `new_fields` adds a top-level field no model
+lists to the objects of every endpoint. Both act on a body the API rendered
 truthfully, so `ScaleSimulator.tasks()` and its siblings stay the truth a client should recover.
 Which objects are hit is `Faults.strikes_item`: fixed per id, so a task that drifts in one
 response drifts in every response, as it would if its data came from a newer model.
