@@ -315,6 +315,10 @@ def test_a_span_read_interrupted_marks_none_of_its_deliveries(
     interrupted = run_tap(tmp_path, config, catalog=catalog, check=False)
     assert interrupted.returncode == 1
     broken.stop()
+    # It was a span's chain, broken after some of its records were emitted.
+    spans = [r for r in dataset_task_reads(simulator) if "dataset_id" in r["params"]]
+    assert [r["status"] for r in spans[:3]] == [200, 200, 500]
+    assert 0 < len(interrupted.records("dataset_tasks")) < len(everything)
     state = interrupted.states[-1] if interrupted.states else {}
     resumed = run_tap(tmp_path, config, catalog=catalog, state=state)
     got = {(r["delivery"], r["task_id"]) for r in resumed.records("dataset_tasks")}

@@ -134,8 +134,8 @@ class DatasetTasksStream(DeliveredTasksStream):
         }
         if delivery_id not in listed:
             return [Plan.alone(delivery_id)]
-        dataset_id, _ = listed[delivery_id]
-        everything = [delivery for _, delivery in listed.values() if _ == dataset_id]
+        dataset_id = listed[delivery_id][0]
+        everything = [delivery for owner, delivery in listed.values() if owner == dataset_id]
         wanted = self.deliveries.wanted()
         pending = [
             delivery
@@ -177,12 +177,8 @@ class DatasetTasksStream(DeliveredTasksStream):
 class Plan:
     """How some deliveries of one dataset are read: each alone, or together over their span."""
 
-    def __init__(
-        self,
-        deliveries: dict[str, str],
-        params: dict[str, str],
-    ) -> None:
-        """Read these deliveries (id -> `delivered_at`) with these query parameters."""
+    def __init__(self, deliveries: dict[str, str | None], params: dict[str, str]) -> None:
+        """Read these deliveries (id -> `delivered_at`, for a span) with these parameters."""
         self.delivered_at = deliveries
         self.deliveries = frozenset(deliveries)
         self.params = params
@@ -194,7 +190,7 @@ class Plan:
     @classmethod
     def alone(cls, delivery_id: str) -> Plan:
         """One delivery, read by its id."""
-        return cls({delivery_id: ""}, {"delivery_id": delivery_id})
+        return cls({delivery_id: None}, {"delivery_id": delivery_id})
 
     @classmethod
     def span(
