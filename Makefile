@@ -35,9 +35,11 @@ $(UV):
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
 
 # Bytecode compiled at install, as pip does: otherwise every run would compile the SDK again
-# (0.5 s) wherever PYTHONDONTWRITEBYTECODE is set.
+# (0.5 s) wherever PYTHONDONTWRITEBYTECODE is set. python-backoff reinstalled: a .venv that had
+# both it and `backoff` (the tap's own dependency until it used the SDK's) loses their shared
+# module when uv removes `backoff`.
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --locked --compile-bytecode --python $(PYTHON)
+	$(UV) sync --locked --compile-bytecode --reinstall-package python-backoff --python $(PYTHON)
 	touch $@
 
 $(MELTANO): $(UV) requirements-meltano.txt
