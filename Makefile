@@ -56,6 +56,6 @@ $(MELTANO): $(UV) requirements-meltano.txt
 	$(MELTANO) install tap-scale target-duckdb target-postgres target-jsonl
 	touch $@
 
+# output/ stays, with its .gitignore: the loaders of meltano.yml write there, also in a fresh clone.
 clean:
-	# output/ stays, with its .gitignore: the loaders write there.
 	rm -rf $(TOOLS) $(VENV) $(MELTANO_VENV) .meltano output/* .demo .pytest_cache .mypy_cache .ruff_cache
