@@ -1,22 +1,26 @@
 """End to end: real Meltano running tap-scale into a real PostgreSQL and a real DuckDB file.
 
 Each test runs ``meltano run`` twice, with the simulated Scale completing, adding and delivering
-tasks in between, and checks the warehouse against the simulator's truth after each run.
+tasks in between, and checks the warehouse against the simulator's truth after each run. Meltano
+runs in this checkout's project (its installed plugins) with a system database of the test's own,
+so tests leave no state and no runs behind in ``.meltano/meltano.db``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import sqlite3
 import subprocess
 import typing as t
-import uuid
 from pathlib import Path
 
 import duckdb
-import psycopg
 import pytest
-from psycopg import sql
+
+from tests import postgres
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -25,9 +29,7 @@ if t.TYPE_CHECKING:
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 MELTANO = Path(os.environ.get("MELTANO", PROJECT_DIR / ".meltano-venv/bin/meltano"))
-POSTGRES = "host=127.0.0.1 port=5432 user=postgres connect_timeout=5"
-# The local server trusts local connections; target-postgres insists on some password all the same.
-TRUST = "unused"
+PROJECT_DATABASE = PROJECT_DIR / ".meltano/meltano.db"
 
 # Tables by primary key, as the targets create them.
 PRIMARY_KEYS = {
@@ -69,37 +71,47 @@ def meltano() -> Path:
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
     """A database of its own on the local PostgreSQL, dropped afterwards."""
-    name = f"tap_scale_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(f"{POSTGRES} dbname=postgres", autocommit=True)
-    except psycopg.OperationalError as error:
-        reason = f"no PostgreSQL at 127.0.0.1:5432 ({error})"
-        print(f"SKIPPED: {reason}")  # noqa: T201 - the reason must show in CI's log
-        pytest.skip(reason)
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield name
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with postgres.scratch_database() as name:
+        yield name
+
+
+def project_history() -> list[tuple[t.Any, ...]]:
+    """The state ids and runs the project's own system database holds."""
+    if not PROJECT_DATABASE.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(PROJECT_DATABASE)) as database:
+        return [
+            *database.execute("SELECT 'state', state_id FROM state"),
+            *database.execute("SELECT 'run', id FROM runs"),
+        ]
+
+
+@pytest.fixture
+def system_database(tmp_path: Path) -> Iterator[str]:
+    """A Meltano system database of the test's own; the project's is left as it was."""
+    before = project_history()
+    yield f"sqlite:///{tmp_path / 'meltano.db'}"
+    assert project_history() == before, "a test wrote to the project's .meltano/meltano.db"
 
 
 def meltano_run(
-    meltano: Path, loader: str, simulator: ScaleSimulator, state_id: str, **settings: str
+    meltano: Path, loader: str, simulator: ScaleSimulator, system_database: str, **settings: str
 ) -> None:
     """``meltano run tap-scale <loader>`` against the simulator, with this run's settings."""
     env = {
         **os.environ,
         "TAP_SCALE_API_URL": simulator.url,
         "TAP_SCALE_API_KEY": simulator.api_key,
+        "MELTANO_DATABASE_URI": system_database,
         "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
         **settings,
     }
-    command = [str(meltano), "run", "--state-id-suffix", state_id, "tap-scale", loader]
+    command = [str(meltano), "run", "tap-scale", loader]
     done = subprocess.run(
         command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600, check=False
     )
     assert done.returncode == 0, done.stderr[-5000:]
+    assert "Traceback" not in done.stderr, done.stderr[-5000:]
 
 
 def change_the_world(simulator: ScaleSimulator) -> None:
@@ -147,11 +159,7 @@ def _an_integer_annotation(simulator: ScaleSimulator) -> tuple[dict[str, t.Any],
 
 
 def postgres_query(database: str) -> Query:
-    def query(statement: str, params: tuple[t.Any, ...]) -> list[tuple[t.Any, ...]]:
-        with psycopg.connect(f"{POSTGRES} dbname={database}") as connection:
-            return connection.execute(statement, params).fetchall()
-
-    return query
+    return lambda statement, params: postgres.query(database, statement, params)
 
 
 def duckdb_query(path: Path) -> Query:
@@ -163,39 +171,38 @@ def duckdb_query(path: Path) -> Query:
 
 
 def test_meltano_into_postgres_twice_matches_scale(
-    meltano: Path, simulator: ScaleSimulator, postgres_database: str
+    meltano: Path, simulator: ScaleSimulator, postgres_database: str, system_database: str
 ) -> None:
-    settings = {"TARGET_POSTGRES_DATABASE": postgres_database, "TARGET_POSTGRES_PASSWORD": TRUST}
-    state_id = uuid.uuid4().hex
+    # No password: meltano.yml's own defaults load a server that trusts local connections.
+    settings = {"TARGET_POSTGRES_DATABASE": postgres_database}
     query = postgres_query(postgres_database)
 
-    meltano_run(meltano, "target-postgres", simulator, state_id, **settings)
+    meltano_run(meltano, "target-postgres", simulator, system_database, **settings)
     assert_warehouse_holds_the_truth(simulator, query, POSTGRES_ANNOTATION)
 
     change_the_world(simulator)
-    meltano_run(meltano, "target-postgres", simulator, state_id, **settings)
+    meltano_run(meltano, "target-postgres", simulator, system_database, **settings)
     assert_warehouse_holds_the_truth(simulator, query, POSTGRES_ANNOTATION)
 
 
 def test_meltano_into_duckdb_twice_matches_scale_to_the_last_row(
-    meltano: Path, simulator: ScaleSimulator, tmp_path: Path
+    meltano: Path, simulator: ScaleSimulator, system_database: str, tmp_path: Path
 ) -> None:
     # Every row counted: target-duckdb with a duckdb >= 1.3 would lose each batch's first row.
     warehouse = tmp_path / "warehouse.duckdb"
     settings = {"TARGET_DUCKDB_FILEPATH": str(warehouse)}
-    state_id = uuid.uuid4().hex
     query = duckdb_query(warehouse)
 
-    meltano_run(meltano, "target-duckdb", simulator, state_id, **settings)
+    meltano_run(meltano, "target-duckdb", simulator, system_database, **settings)
     assert_warehouse_holds_the_truth(simulator, query, DUCKDB_ANNOTATION)
 
     change_the_world(simulator)
-    meltano_run(meltano, "target-duckdb", simulator, state_id, **settings)
+    meltano_run(meltano, "target-duckdb", simulator, system_database, **settings)
     assert_warehouse_holds_the_truth(simulator, query, DUCKDB_ANNOTATION)
 
 
 def test_stream_maps_and_flattening_from_meltano_config_reach_postgres(
-    meltano: Path, simulator: ScaleSimulator, postgres_database: str
+    meltano: Path, simulator: ScaleSimulator, postgres_database: str, system_database: str
 ) -> None:
     stream_maps = {
         "tasks": {"sensitive_content_reports": "__NULL__", "task_url": "'scale:' + task_id"},
@@ -204,9 +211,8 @@ def test_stream_maps_and_flattening_from_meltano_config_reach_postgres(
         meltano,
         "target-postgres",
         simulator,
-        uuid.uuid4().hex,
+        system_database,
         TARGET_POSTGRES_DATABASE=postgres_database,
-        TARGET_POSTGRES_PASSWORD=TRUST,
         TAP_SCALE_STREAM_MAPS=json.dumps(stream_maps),
         TAP_SCALE_FLATTENING_ENABLED="true",
         TAP_SCALE_FLATTENING_MAX_DEPTH="1",
@@ -228,3 +234,23 @@ def test_stream_maps_and_flattening_from_meltano_config_reach_postgres(
     assert query("SELECT task_url FROM scale.tasks WHERE task_id = %s", (task_id,)) == [
         (f"scale:{task_id}",)
     ]
+
+
+def test_postgres_tests_fail_under_ci_and_skip_elsewhere_without_a_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    nowhere = "host=127.0.0.1 port=1 user=postgres connect_timeout=5"  # nothing listens on port 1
+    monkeypatch.setenv("CI", "true")
+    with (
+        pytest.raises(pytest.fail.Exception, match="CI must load a real PostgreSQL"),
+        postgres.scratch_database(nowhere),
+    ):
+        pass
+    monkeypatch.delenv("CI")
+    with (
+        pytest.raises(
+            pytest.skip.Exception, match=re.escape(f"no PostgreSQL reachable as '{nowhere}'")
+        ),
+        postgres.scratch_database(nowhere),
+    ):
+        pass
