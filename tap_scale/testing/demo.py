@@ -2,7 +2,9 @@
 
 The pipeline runs twice: a full sync into a local DuckDB file, then, after the simulated Scale has
 completed, added and delivered a few tasks, an incremental one that says how many tasks were new.
-The report is read from the DuckDB file, as an analyst would.
+The report is read from the DuckDB file, as an analyst would. The demo keeps its state in a Meltano
+system database of its own (`.demo/meltano.db`), apart from a user's pipelines, and starts afresh
+each time.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ import duckdb
 from tap_scale.testing import ScaleSimulator
 
 WAREHOUSE = Path(".demo/warehouse.duckdb")
+SYSTEM_DATABASE = WAREHOUSE.with_name("meltano.db")
 MELTANO = os.environ.get("MELTANO", ".meltano-venv/bin/meltano")
-# The demo's own state in Meltano's system database, apart from a user's pipelines.
-STATE_ID_SUFFIX = "demo"
 
 TASKS_BY_PROJECT_AND_STATUS = """
     SELECT p.name AS project, t.status, count(*) AS tasks
@@ -50,20 +51,18 @@ INTEGER_ANNOTATION_MEANS = """
 """
 
 
-def meltano_run(simulator: ScaleSimulator, *, full_refresh: bool) -> None:
+def meltano_run(simulator: ScaleSimulator) -> None:
     """``meltano run tap-scale target-duckdb`` against the simulator, into the demo's file."""
-    command = [MELTANO, "run", "--state-id-suffix", STATE_ID_SUFFIX]
-    if full_refresh:
-        command.append("--full-refresh")
-    command += ["tap-scale", "target-duckdb"]
+    command = [MELTANO, "run", "tap-scale", "target-duckdb"]
     env = {
         **os.environ,
         "TAP_SCALE_API_URL": simulator.url,
         "TAP_SCALE_API_KEY": simulator.api_key,
         "TARGET_DUCKDB_FILEPATH": str(WAREHOUSE),
+        "MELTANO_DATABASE_URI": f"sqlite:///{SYSTEM_DATABASE.resolve()}",
         "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
-    print(f"\n$ {' '.join(command[1:])}", flush=True)
+    print(f"\n$ meltano {' '.join(command[1:])}", flush=True)
     log = WAREHOUSE.with_suffix(".log")
     with log.open("a") as output:
         done = subprocess.run(command, env=env, stdout=output, stderr=output, check=False)
@@ -98,11 +97,11 @@ def task_ids() -> set[str]:
 def main() -> None:
     """Run the demo end to end."""
     WAREHOUSE.parent.mkdir(exist_ok=True)
-    WAREHOUSE.unlink(missing_ok=True)
-    WAREHOUSE.with_suffix(".log").unlink(missing_ok=True)
+    for leftover in (WAREHOUSE, WAREHOUSE.with_suffix(".log"), SYSTEM_DATABASE):
+        leftover.unlink(missing_ok=True)
     with ScaleSimulator(projects=3, tasks_per_project=120) as simulator:
         print(f"Simulated Scale API at {simulator.url}; warehouse {WAREHOUSE}")
-        meltano_run(simulator, full_refresh=True)
+        meltano_run(simulator)
         table("Tasks per project and status", TASKS_BY_PROJECT_AND_STATUS)
         table("Deliveries", DELIVERIES)
         table("Mean of each integer annotation, per model", INTEGER_ANNOTATION_MEANS)
@@ -117,7 +116,7 @@ def main() -> None:
             f"completed, {len(added)} new tasks were completed, and all {delivered['task_count']} "
             f"were delivered in {delivered['name']!r}."
         )
-        meltano_run(simulator, full_refresh=False)
+        meltano_run(simulator)
         new = task_ids() - before
         print(f"\nIncremental run: {len(new)} new tasks in the warehouse ({len(before)} before).")
         table("Deliveries", DELIVERIES)
