@@ -36,6 +36,7 @@ import sqlite3
 import subprocess
 import typing as t
 import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,12 @@ PROJECT = "RLHF Preference Ranking"  # the project the README's examples name
 FLAT = "scale_flat"  # the schema the stream maps section loads flattened tables into
 
 
+QUICKSTART = "With Meltano: quickstart"
+# Sections that need the quickstart's Meltano and clone but nothing of the sections after it: they
+# run in a second thread beside those (the machine has two cores), and their tests come last.
+BESIDE = ("In a Meltano project of your own", "As a plain Singer tap")
+
+
 def usage_sections() -> list[str]:
     """The headings under Usage whose shell blocks this module runs, in README order."""
     claimed = [*CLAIMS, *readme.pending()]
@@ -78,6 +85,11 @@ def usage_sections() -> list[str]:
         if block.heading not in sections:
             sections.append(block.heading)
     return sections
+
+
+def in_test_order(sections: list[str]) -> list[str]:
+    """The sections in README order, but those run beside the others last."""
+    return [s for s in sections if s not in BESIDE] + [s for s in sections if s in BESIDE]
 
 
 # --- What is substituted, and the scratch directory a reader works in
@@ -102,7 +114,8 @@ class Reader:
         self.root = root
         self.simulator = simulator
         self.database = database
-        self.done: dict[str, Section] = {}
+        self.sections: dict[str, Future[Section]] = {}
+        self.beside = ThreadPoolExecutor(max_workers=1)
         self.uv = _uv()
         self.snapshot = self._snapshot_of_the_checkout()
         self.substitutions = {
@@ -119,16 +132,33 @@ class Reader:
         return self.root / CLONE
 
     def section(self, heading: str) -> Section:
-        """Run the Usage sections up to this one (once each), and return what this one printed."""
-        for earlier in usage_sections():
-            if earlier not in self.done:
-                self.done[earlier] = Section()  # marked first: a failure is not retried
-                self._run_section(earlier, self.done[earlier])
-            if earlier == heading:
-                return self.done[heading]
-        pytest.fail(f"{heading!r} is not a section of Usage with shell blocks")
+        """Run the Usage sections this one needs (once each), and return what this one printed."""
+        order = usage_sections()
+        needed = [QUICKSTART] if heading in BESIDE else order[: order.index(heading)]
+        for earlier in (e for e in needed if e not in BESIDE):
+            if self._started(earlier).exception():
+                pytest.fail(f"a section this one needs failed: {earlier!r}")
+        return self._started(heading).result(timeout=900)
 
-    def _run_section(self, heading: str, section: Section) -> None:
+    def _started(self, heading: str) -> Future[Section]:
+        """A section's run: started now, unless it was before (or is running beside)."""
+        if heading not in self.sections:
+            self.sections[heading] = self._run_now(heading)
+            if heading == QUICKSTART and not self.sections[heading].exception():
+                for beside in (b for b in usage_sections() if b in BESIDE):
+                    self.sections[beside] = self.beside.submit(self._run_section, beside)
+        return self.sections[heading]
+
+    def _run_now(self, heading: str) -> Future[Section]:
+        done: Future[Section] = Future()
+        try:
+            done.set_result(self._run_section(heading))
+        except (Exception, pytest.fail.Exception) as error:  # noqa: BLE001 - raised by .result()
+            done.set_exception(error)
+        return done
+
+    def _run_section(self, heading: str) -> Section:
+        section = Section()
         start = self.root / STARTS_AT.get(heading, CLONE)
         if heading == "In a Meltano project of your own":
             # The reader's own project: made with the Meltano the quickstart installed.
@@ -137,6 +167,7 @@ class Reader:
         for block in readme.owned_blocks("Usage", [*CLAIMS, *readme.pending()]):
             if block.heading == heading:
                 section.runs.append(self._run_block(block, start, venv))
+        return section
 
     def _run_block(
         self, block: readme.Block, cwd: Path, venv: Path
@@ -245,7 +276,9 @@ def _uv() -> str:
 def reader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reader]:
     """One scratch directory for the whole module: the README read once, top to bottom."""
     with ScaleSimulator() as simulator, postgres.scratch_database() as database:
-        yield Reader(tmp_path_factory.mktemp("readme"), simulator, database)
+        reader = Reader(tmp_path_factory.mktemp("readme"), simulator, database)
+        yield reader
+        reader.beside.shutdown(wait=True)
 
 
 # --- What each section must have done, beyond running without an error or a traceback
@@ -363,7 +396,7 @@ CHECKS: dict[str, Callable[[Reader, Section], None]] = {
 
 
 @pytest.mark.readme(*USAGE)
-@pytest.mark.parametrize("heading", usage_sections())
+@pytest.mark.parametrize("heading", in_test_order(usage_sections()))
 def test_usage_section_runs_as_written(reader: Reader, heading: str) -> None:
     section = reader.section(heading)
     assert section.runs
