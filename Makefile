@@ -32,7 +32,7 @@ lint: $(VENV)/.synced  ## ruff and strict mypy
 
 check: lint test
 
-# Not a test: timings vary by machine. ARGS=--quick for 10,000 tasks only (about a minute).
+# Not a test: timings vary by machine. ARGS=--quick for 10,000 tasks only (about a minute and a half).
 bench: $(VENV)/.synced  ## tap-scale vs the naive script vs the raw limit, on the simulator: a table
 	$(VENV)/bin/python -m benchmarks.bench $(ARGS)
 
