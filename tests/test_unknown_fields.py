@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import typing as t
-import uuid
 
 from tap_scale.testing.reshape import NEW_TOP_LEVEL_FIELD
 from tests.tap_run import discover, run_tap
 from tests.test_pipelines import (  # noqa: F401 - fixtures used by name
-    TRUST,
     meltano,
     meltano_run,
     postgres_database,
     postgres_query,
+    system_database,
 )
 
 if t.TYPE_CHECKING:
@@ -102,15 +101,15 @@ def test_a_field_scale_adds_reaches_postgresql(
     meltano: Path,  # noqa: F811 - the fixture
     simulator: ScaleSimulator,
     postgres_database: str,  # noqa: F811 - the fixture
+    system_database: str,  # noqa: F811 - the fixture
 ) -> None:
     simulator.faults.new_fields = 1.0
     meltano_run(
         meltano,
         "target-postgres",
         simulator,
-        uuid.uuid4().hex,
+        system_database,
         TARGET_POSTGRES_DATABASE=postgres_database,
-        TARGET_POSTGRES_PASSWORD=TRUST,
     )
     query = postgres_query(postgres_database)
     for table in KEYS:
