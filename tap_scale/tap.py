@@ -17,11 +17,13 @@ from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, Retriabl
 from tap_scale import streams
 from tap_scale.client import (
     DEFAULT_API_URL,
+    DEFAULT_MAX_RETRY_WAIT,
     DEFAULT_MAX_TRIES,
     DEFAULT_REQUEST_TIMEOUT,
     ScaleStream,
 )
 from tap_scale.models import TASK_STATUSES, parse_timestamp
+from tap_scale.responses import ServerClock
 from tap_scale.selection import Selection
 from tap_scale.streams.tasks import DEFAULT_MAX_CONCURRENCY
 
@@ -143,14 +145,22 @@ class TapScale(Tap):
             th.IntegerType(minimum=1),
             default=DEFAULT_MAX_TRIES,
             description="Tries per request before giving up on 429s, 5xx, dropped connections, "
-            "timeouts and unreadable bodies. Waits honour Retry-After, else back off "
-            "exponentially (with jitter, at most a minute).",
+            "timeouts and unreadable bodies. Waits honour Retry-After (up to max_retry_wait), "
+            "else back off exponentially (with jitter, at most a minute).",
         ),
         th.Property(
             "request_timeout",
             th.IntegerType(minimum=1),
             default=DEFAULT_REQUEST_TIMEOUT,
-            description="Seconds to wait for Scale to answer a request before trying again.",
+            description="Seconds Scale has to answer a request, body included, before it is "
+            "tried again.",
+        ),
+        th.Property(
+            "max_retry_wait",
+            th.IntegerType(minimum=0, maximum=86_400),
+            default=DEFAULT_MAX_RETRY_WAIT,
+            description="The longest wait between two tries of a request, in seconds, whatever "
+            "Scale's Retry-After asks for.",
         ),
         th.Property(
             "max_concurrency",
@@ -191,6 +201,11 @@ class TapScale(Tap):
             streams.DatasetDeliveriesStream(self),
             streams.DatasetTasksStream(self),
         ]
+
+    @cached_property
+    def server_clock(self) -> ServerClock:
+        """Scale's clock, read from its responses, which every stream's bounds are taken from."""
+        return ServerClock(self.logger)
 
     @cached_property
     def selection(self) -> Selection:
