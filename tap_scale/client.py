@@ -19,8 +19,7 @@ from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
 from tap_scale import transport
-from tap_scale.models import UNKNOWN_FIELDS, Columns, format_timestamp, parse_timestamp
-from tap_scale.responses import (
+from tap_scale.answers import (
     ScaleAPIError,
     ServerClock,
     describe_request,
@@ -30,6 +29,7 @@ from tap_scale.responses import (
     scale_error_text,
     usable_records,
 )
+from tap_scale.models import UNKNOWN_FIELDS, Columns, format_timestamp, parse_timestamp
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -46,7 +46,7 @@ if t.TYPE_CHECKING:
     from tap_scale.selection import Selection
     from tap_scale.tap import TapScale
 
-# Also where these were defined before `responses` (other modules import them from here).
+# Also where these were defined before `answers` (other modules import them from here).
 __all__ = [
     "DEFAULT_API_URL",
     "NextTokenPaginator",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from http import HTTPStatus
 
-from tap_scale.responses import ScaleAPIError, usable_records
+from tap_scale.answers import ScaleAPIError, usable_records
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping

@@ -26,8 +26,8 @@ import requests
 from singer_sdk.contrib.msgspec import MsgSpecWriter, serialize_jsonl
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
+from tap_scale.answers import repair_strings
 from tap_scale.redaction import redact_bytes
-from tap_scale.responses import repair_strings
 from tap_scale.transport import RequestDeadlineExceeded
 
 if sys.version_info >= (3, 12):

@@ -14,6 +14,7 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_scale import redaction, stops, streams
+from tap_scale.answers import ServerClock
 from tap_scale.client import (
     DEFAULT_API_URL,
     DEFAULT_MAX_RETRY_WAIT,
@@ -22,7 +23,6 @@ from tap_scale.client import (
     ScaleStream,
 )
 from tap_scale.models import TASK_STATUSES, parse_timestamp
-from tap_scale.responses import ServerClock
 from tap_scale.selection import Selection
 from tap_scale.streams.tasks import DEFAULT_MAX_CONCURRENCY
 

@@ -14,7 +14,7 @@ from email.utils import format_datetime
 import pytest
 import requests
 
-from tap_scale.responses import retry_after_seconds
+from tap_scale.answers import retry_after_seconds
 from tests.tap_run import run_tap
 from tests.test_resilience import keyed
 
