@@ -6,20 +6,30 @@ import random
 import sys
 import typing as t
 from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
 from functools import cached_property
 from http import HTTPStatus
-from urllib.parse import urlparse
 
 import backoff
-import msgspec
 from singer_sdk import RESTStream
 from singer_sdk.authenticators import BearerTokenAuthenticator
-from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.exceptions import RetriableAPIError
+from singer_sdk.helpers._state import SIGNPOST_MARKER
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
+from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
-from tap_scale.models import UNKNOWN_FIELDS, Columns, parse_timestamp
+from tap_scale import transport
+from tap_scale.answers import (
+    ScaleAPIError,
+    ServerClock,
+    describe_request,
+    page_body,
+    retry_after_header,
+    retry_after_seconds,
+    scale_error_text,
+    usable_records,
+)
+from tap_scale.models import UNKNOWN_FIELDS, Columns, format_timestamp, parse_timestamp
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -36,9 +46,24 @@ if t.TYPE_CHECKING:
     from tap_scale.selection import Selection
     from tap_scale.tap import TapScale
 
+# Also where these were defined before `answers` (other modules import them from here).
+__all__ = [
+    "DEFAULT_API_URL",
+    "NextTokenPaginator",
+    "ScaleAPIError",
+    "ScaleStream",
+    "describe_request",
+    "page_body",
+    "retry_after_seconds",
+    "scale_error_text",
+]
+
 DEFAULT_API_URL = "https://api.scale.com/v2"
 DEFAULT_MAX_TRIES = 8
 DEFAULT_REQUEST_TIMEOUT = 120
+# The longest single wait between tries, whatever a Retry-After asks: a scheduled sync should
+# not sleep for hours on one header (an hour asked eight times over is a working day).
+DEFAULT_MAX_RETRY_WAIT = 300
 # Repairs of unexpected data are logged one by one up to this many per stream, then summarised,
 # so a drifted field in every record does not drown the log.
 LOGGED_REPAIRS = 20
@@ -70,82 +95,6 @@ FATAL_ADVICE: dict[int, str] = {
 }
 
 
-_ERROR_TEXT_LIMIT = 200
-
-
-class ScaleAPIError(FatalAPIError):
-    """A request Scale refused, or a response the tap cannot use; the message says what to do."""
-
-    def __init__(self, message: str, status_code: int | None = None, scale_text: str = "") -> None:
-        """Keep the HTTP status and Scale's own error text beside the message for callers."""
-        super().__init__(message)
-        self.status_code = status_code
-        self.scale_text = scale_text
-
-
-def scale_error_text(response: requests.Response) -> str:
-    """Scale's own error text from an error response, or the start of whatever body came back."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return str(body["error"])
-    # Not Scale's JSON error shape: a proxy's HTML page, say. Enough of it to recognise.
-    text = " ".join(response.text.split()) or "(empty body)"
-    return text if len(text) <= _ERROR_TEXT_LIMIT else text[:_ERROR_TEXT_LIMIT] + "..."
-
-
-def describe_request(response: requests.Response) -> str:
-    """Method, path and query of the request behind a response (never the key: it is a header)."""
-    request = response.request
-    url = urlparse(str(request.url))
-    query = f"?{url.query}" if url.query else ""
-    return f"{request.method} {url.path}{query}"
-
-
-def retry_after_seconds(response: requests.Response | None) -> float | None:
-    """The wait a 429 asks for in its ``Retry-After`` header (seconds or an HTTP date), if any."""
-    value = response.headers.get("Retry-After") if response is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None  # unreadable: fall back to exponential backoff
-    return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
-
-
-def page_body(response: requests.Response) -> dict[str, t.Any]:
-    """The JSON object a Scale response carries, parsed once per response.
-
-    Both the records and the next page's token come from the body; caching it on the response
-    spares parsing every page twice.
-    """
-    cached = response.__dict__.get("_scale_body")
-    if cached is None:
-        try:
-            cached = msgspec.json.decode(response.content)
-        except ValueError as error:  # msgspec's DecodeError is one
-            msg = (
-                f"Scale answered {describe_request(response)} with HTTP {response.status_code} "
-                f"but a body that is not JSON ({error}): {scale_error_text(response)}"
-            )
-            raise RetriableAPIError(msg, response) from error
-        if not isinstance(cached, dict):
-            msg = (
-                f"Scale answered {describe_request(response)} with a JSON "
-                f"{type(cached).__name__} where an object was expected."
-            )
-            raise ScaleAPIError(msg)
-        response.__dict__["_scale_body"] = cached
-    return t.cast("dict[str, t.Any]", cached)
-
-
 class NextTokenPaginator(BaseAPIPaginator[str | None]):
     """Follows Scale's opaque ``next_token`` until a page comes back without one."""
 
@@ -161,6 +110,13 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
         token = page_body(response).get("next_token") or None
         if token is None:
             return None
+        if not isinstance(token, str):
+            msg = (
+                f"Scale returned a next_token that is not a string ({type(token).__name__}) "
+                f"after page {self.count} of {describe_request(response)}. The API may have "
+                "changed; report this to tap-scale's maintainers."
+            )
+            raise ScaleAPIError(msg)
         if token in self._seen_tokens:
             msg = (
                 f"Scale returned a next_token it had already returned, after page "
@@ -169,7 +125,7 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
             )
             raise ScaleAPIError(msg)
         self._seen_tokens.add(token)
-        return str(token)
+        return token
 
     @override
     def continue_if_empty(self, response: requests.Response) -> bool:
@@ -190,6 +146,9 @@ class ScaleStream(RESTStream[str | None]):
     # their values are JSON already; the top level, which becomes columns, is conformed by
     # `Columns.conform` from a reading of the schema made once (`columns`).
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+
+    #: The field holding the id of each of this stream's objects as Scale sends them.
+    id_key: str = "id"
 
     _repairs_logged = 0
 
@@ -259,22 +218,63 @@ class ScaleStream(RESTStream[str | None]):
         """What this sync covers, resolved once for the whole tap."""
         return t.cast("TapScale", self._tap).selection
 
+    @property
+    def server_clock(self) -> ServerClock:
+        """Scale's clock, read from the Date header of every response, shared by every stream."""
+        return t.cast("TapScale", self._tap).server_clock
+
     @cached_property
     def sync_started_at(self) -> datetime:
-        """Upper bound of incremental requests: what happens during a sync is the next run's."""
-        return datetime.now(timezone.utc)
+        """Upper bound of incremental requests: what happens during a sync is the next run's.
+
+        In Scale's time (see `ServerClock`), read once the sync's scope is resolved, so that
+        Scale's clock is known from a response by then.
+        """
+        _ = self.selection
+        return self.server_clock.now()
+
+    @property
+    def start_date(self) -> datetime | None:
+        """The ``start_date`` setting, as a moment."""
+        start_date = self.config.get("start_date")
+        return parse_timestamp(str(start_date)) if start_date else None
+
+    @override
+    def get_replication_key_signpost(self, context: Context | None = None) -> str | None:
+        """The upper bound this sync asks Scale for, which no bookmark may pass.
+
+        The SDK caps a partition's bookmark at this signpost once the partition is read, so a
+        record stamped later than the sync asked for (a server ignoring ``completed_before``,
+        a clock gone wrong) cannot move the bookmark past records not yet read. It is in the
+        form the tap emits timestamps in, so that the SDK's comparison of the two strings is
+        a comparison of moments.
+        """
+        if not self.replication_key or self.replication_method != REPLICATION_INCREMENTAL:
+            return None
+        return format_timestamp(self.sync_started_at)
+
+    def cap_bookmark(self, context: Context | None) -> None:
+        """Give this partition the signpost its bookmark is capped at, as it starts being read.
+
+        The SDK writes the signpost only where a sync starts (the stream, for streams whose
+        partitions it syncs in one go), so each partition gets its own here.
+        """
+        if context is not None and (signpost := self.get_replication_key_signpost(context)):
+            self.get_context_state(context)[SIGNPOST_MARKER] = signpost
 
     def lower_bound(self, context: Context, lookback: timedelta = timedelta(0)) -> datetime | None:
         """Where a partition's incremental read starts, for Scale's strict ``*_after`` filters.
 
         The partition's bookmark less ``lookback``, or ``start_date`` if that is later, or None
         on a first run without a ``start_date``; then one tie margin earlier, so that records
-        exactly at the bound are read too.
+        exactly at the bound are read too. A bookmark later than Scale's current time cannot
+        be right (an older tap-scale could store one): it is ignored, with a warning, so the
+        partition is read again rather than never.
         """
         bounds = []
         if bookmark := self.get_context_state(context).get("replication_key_value"):
             try:
-                bounds.append(parse_timestamp(str(bookmark)) - lookback)
+                moment = parse_timestamp(str(bookmark))
             except ValueError:
                 msg = (
                     f"The state's bookmark {bookmark!r} for stream {self.name} and partition "
@@ -282,9 +282,37 @@ class ScaleStream(RESTStream[str | None]):
                     "in the state (`meltano state get` / `meltano state set`)."
                 )
                 raise ScaleAPIError(msg) from None
-        if start_date := self.config.get("start_date"):
-            bounds.append(parse_timestamp(start_date))
-        return max(bounds) - TIE_MARGIN if bounds else None
+            if moment > self.sync_started_at:
+                self.logger.warning(
+                    "The state's bookmark %s for stream %s and partition %s lies after Scale's "
+                    "current time (%s), which no record can: it is ignored, and the partition "
+                    "is read again from %s.",
+                    bookmark,
+                    self.name,
+                    dict(context),
+                    format_timestamp(self.sync_started_at),
+                    "start_date" if self.start_date else "its beginning",
+                )
+            else:
+                bounds.append(_earlier(moment, lookback))
+        if (start_date := self.start_date) is not None:
+            bounds.append(start_date)
+        return _bound(max(bounds)) if bounds else None
+
+    def start_bound(self) -> datetime | None:
+        """Where a read of everything since ``start_date`` starts (None: from the beginning)."""
+        start_date = self.start_date
+        return None if start_date is None else _bound(start_date)
+
+    def before_start(self, timestamp: str | None) -> bool:
+        """Whether a timestamp the tap emits lies before ``start_date``."""
+        start_date = self.start_date
+        if start_date is None or not timestamp:
+            return False
+        try:
+            return parse_timestamp(timestamp) < start_date
+        except ValueError:
+            return False  # unreadable: kept, rather than lost
 
     def page_params(self, next_page_token: str | None) -> dict[str, t.Any]:
         """The paging parameters of Scale's paginated endpoints."""
@@ -293,22 +321,33 @@ class ScaleStream(RESTStream[str | None]):
     @override
     @property
     def timeout(self) -> int:
+        # Also the deadline of each whole request, body included (`transport`).
         return int(self.config.get("request_timeout", DEFAULT_REQUEST_TIMEOUT))
+
+    @override
+    @property
+    def requests_session(self) -> requests.Session:
+        return transport.mount(super().requests_session)
 
     @override
     def backoff_max_tries(self) -> int:
         return int(self.config.get("max_tries", DEFAULT_MAX_TRIES))
 
+    @property
+    def max_retry_wait(self) -> float:
+        """The longest single wait between tries (the ``max_retry_wait`` setting)."""
+        return float(self.config.get("max_retry_wait", DEFAULT_MAX_RETRY_WAIT))
+
     @override
     def backoff_wait_generator(self) -> Generator[float, BaseException | None, None]:
-        """Wait as long as a 429's ``Retry-After`` asks; otherwise back off exponentially."""
+        """Wait as long as a ``Retry-After`` asks, else back off exponentially; never too long."""
         exponential = backoff.expo(base=2, factor=1, max_value=BACKOFF_CEILING)
         next(exponential)  # backoff's own generators open with a priming yield
         error = yield 0.0  # and backoff primes this one the same way before the first failure
         while True:
-            response = getattr(error, "response", None)
-            asked = retry_after_seconds(response) if isinstance(error, RetriableAPIError) else None
-            error = yield asked if asked is not None else random.uniform(0, next(exponential))  # noqa: S311 - jitter, not cryptography
+            asked = asked_wait(error)
+            wait = random.uniform(0, next(exponential)) if asked is None else asked  # noqa: S311 - jitter, not cryptography
+            error = yield min(wait, self.max_retry_wait)
 
     @override
     def backoff_jitter(self, value: float) -> float:
@@ -319,14 +358,28 @@ class ScaleStream(RESTStream[str | None]):
     def backoff_handler(self, details: Details) -> None:
         error = details.get("exception")
         response = getattr(error, "response", None)
-        endpoint = describe_request(response) if response is not None else self.path
+        request = response if response is not None else getattr(error, "request", None)
+        endpoint = describe_request(request) if request is not None else self.path
+        wait = float(details.get("wait", 0.0))
+        asked = asked_wait(error)
+        capped = (
+            f"; Scale asked {_asked(retry_after_header(response))} (Retry-After), capped by "
+            "the `max_retry_wait` setting"
+            if asked is not None and asked > wait
+            else ""
+        )
+        if isinstance(error, (RetriableAPIError, transport.RequestDeadlineExceeded)):
+            reason = str(error)
+        else:
+            reason = type(error).__name__
         self.logger.warning(
-            "Retrying %s in %.1f s (try %d of %d failed): %s",
+            "Retrying %s in %.1f s (try %d of %d failed%s): %s",
             endpoint,
-            details.get("wait", 0.0),
+            wait,
             details["tries"],
             self.backoff_max_tries(),
-            error if isinstance(error, RetriableAPIError) else type(error).__name__,
+            capped,
+            reason,
         )
 
     @override
@@ -336,6 +389,7 @@ class ScaleStream(RESTStream[str | None]):
         if context is None and self.partitions == []:
             self.logger.info("Nothing in scope for %s: no %s to read", self.name, self.path)
             return
+        self.cap_bookmark(context)
         yield from super().get_records(context)
 
     @override
@@ -351,15 +405,17 @@ class ScaleStream(RESTStream[str | None]):
                 "list. The API may have changed; report this to tap-scale's maintainers."
             )
             raise ScaleAPIError(msg)
-        yield from records
+        where = f"the `{self.records_key}` list of Scale's answer to {describe_request(response)}"
+        yield from usable_records(records, self.id_key, where, self.logger.warning)
 
     @override
     def validate_response(self, response: requests.Response) -> None:
+        self.server_clock.observe(response)
         status = response.status_code
         if status in RETRIABLE_STATUSES:
             msg = (
                 f"Scale answered {describe_request(response)} with HTTP {status}: "
-                f"{scale_error_text(response)}"
+                f"{scale_error_text(response)}{self._asked_wait_note(response)}"
             )
             raise RetriableAPIError(msg, response)
         if status >= HTTPStatus.BAD_REQUEST:
@@ -370,7 +426,19 @@ class ScaleStream(RESTStream[str | None]):
             )
             raise ScaleAPIError(msg.rstrip(), status, text)
         # Parsing here, inside the retried call, makes a 200 with a broken body a retry.
-        page_body(response)
+        page_body(response, warn=self.logger.warning)
+
+    def _asked_wait_note(self, response: requests.Response) -> str:
+        header = retry_after_header(response)
+        if header is None:
+            return ""
+        asked = retry_after_seconds(response)
+        if asked is not None and asked > self.max_retry_wait:
+            return (
+                f" (Retry-After: {header}; tap-scale waits at most {self.max_retry_wait:g} s "
+                "between tries, the `max_retry_wait` setting)"
+            )
+        return f" (Retry-After: {header})"
 
     def fetch(self, path: str, params: dict[str, t.Any]) -> dict[str, t.Any]:
         """GET one Scale object outside a sync (name lookups), with the same retries and checks."""
@@ -383,3 +451,37 @@ class ScaleStream(RESTStream[str | None]):
         # The SDK's own request path: the backoff decorator around its authenticated send.
         response = self.request_decorator(self._request)(request, None)
         return page_body(response)
+
+
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _bound(moment: datetime) -> datetime | None:
+    """The strict ``*_after`` bound that includes ``moment``: one tie margin earlier."""
+    bound = _earlier(moment, TIE_MARGIN)
+    # Nothing was completed before the year 1: a bound there is no bound.
+    return None if bound == _EARLIEST else bound
+
+
+def _earlier(moment: datetime, by: timedelta) -> datetime:
+    """``moment - by``, or the earliest moment Python has where that would be earlier still."""
+    try:
+        return moment - by
+    except OverflowError:
+        return _EARLIEST
+
+
+def _asked(header: str | None) -> str:
+    """What a Retry-After asks for, in words: a number of seconds or a date."""
+    try:
+        float(header or "")
+    except ValueError:
+        return f"to wait until {header}"
+    return f"for {header} s"
+
+
+def asked_wait(error: object) -> float | None:
+    """The wait a retried error's response asks for (``Retry-After``), if any; may be huge."""
+    if not isinstance(error, RetriableAPIError):
+        return None
+    return retry_after_seconds(error.response)

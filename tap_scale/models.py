@@ -310,18 +310,24 @@ def parse_timestamp(value: str) -> datetime:
         offset = f"{offset[:3]}:{offset[3:]}"
     fraction = (match["fraction"] or "0")[:6].ljust(6, "0")
     parsed = datetime.fromisoformat(f"{match['second'].replace(' ', 'T')}.{fraction}{offset}")
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is a moment of year 0, which Python has not
+        msg = f"{value!r} lies outside the years 1 to 9999 in UTC"
+        raise ValueError(msg) from None
 
 
 def format_timestamp(moment: datetime) -> str:
     """Render a datetime in the single form the tap emits and keeps in state.
 
     Fixed width with microseconds and ``Z``, so that these strings sort as the moments they name
-    (Scale mixes ``...:56Z`` and ``...:56.923Z``, which do not).
+    (Scale mixes ``...:56Z`` and ``...:56.923Z``, which do not). The year always has four
+    digits: ``strftime`` writes the year 999 as ``999``, which sorts after ``2025``.
     """
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = moment.astimezone(timezone.utc)
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S.%f}Z"
 
 
 # The form Scale sends nearly always: UTC with "Z", milliseconds or none.

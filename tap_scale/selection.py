@@ -7,17 +7,21 @@ stream needs are never looked up.
 
 from __future__ import annotations
 
+import logging
 import typing as t
 from dataclasses import dataclass
 from functools import cached_property
 from http import HTTPStatus
 
-from tap_scale.client import ScaleAPIError
+from tap_scale.answers import ScaleAPIError, usable_records
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     Fetch = Callable[[str, dict[str, t.Any]], dict[str, t.Any]]
+
+
+_warn = logging.getLogger("tap-scale").warning
 
 
 @dataclass(frozen=True)
@@ -53,18 +57,24 @@ class Selection:
         self._config = config
         self._fetch = fetch
 
+    def _listed(self, path: str, params: dict[str, t.Any], key: str) -> list[dict[str, t.Any]]:
+        """The objects with an id in a list Scale answers with; the rest skipped with a warning."""
+        items = self._fetch(path, params).get(key)
+        where = f"the `{key}` list of Scale's answer to GET /v2{path}"
+        return list(usable_records(items if isinstance(items, list) else [], "id", where, _warn))
+
     def _setting(self, name: str) -> list[str]:
         return list(self._config.get(name) or [])
 
     @cached_property
     def projects(self) -> list[dict[str, t.Any]]:
         """The configured projects, or every project the key can see; unknown ones are errors."""
-        visible = self._fetch("/projects", {}).get("projects") or []
+        visible = self._listed("/projects", {}, "projects")
         ids, names = self._setting("project_ids"), self._setting("project_names")
         if not ids and not names:
             return list(visible)
         by_id = {project["id"]: project for project in visible}
-        by_name = {project["name"]: project for project in visible}
+        by_name = {project.get("name"): project for project in visible}
         for setting, wanted, index in (
             ("project_ids", ids, by_id),
             ("project_names", names, by_name),
@@ -75,7 +85,7 @@ class Selection:
                     f"project with {setting[:-1].replace('_', ' ')} "
                     + " or ".join(map(repr, unknown)),
                     setting,
-                    (f"{p['name']!r} ({p['id']})" for p in visible),
+                    (f"{p.get('name')!r} ({p['id']})" for p in visible),
                 )
         chosen = _unique([*ids, *(by_name[name]["id"] for name in names)])
         return [by_id[project_id] for project_id in chosen]
@@ -107,6 +117,9 @@ class Selection:
                 f"Check the `{setting}` setting. (Scale said: {error.scale_text})"
             )
             raise ScaleAPIError(msg) from None
+        if not isinstance(batch.get("id"), str):
+            msg = f"Scale answered GET /v2/batch for {parameter} {value!r} without the batch's id."
+            raise ScaleAPIError(msg)
         return str(batch["id"])
 
     @cached_property
@@ -118,18 +131,16 @@ class Selection:
         deliveries = [
             delivery
             for project_id in self.project_ids
-            for delivery in self._fetch("/deliveries", {"project_id": project_id}).get(
-                "deliveries", []
-            )
+            for delivery in self._listed("/deliveries", {"project_id": project_id}, "deliveries")
         ]
-        visible = [f"{d['name']!r} ({d['id']})" for d in deliveries]
+        visible = [f"{d.get('name')!r} ({d['id']})" for d in deliveries]
         known_ids = {delivery["id"] for delivery in deliveries}
         if unknown := [value for value in ids if value not in known_ids]:
             what = "delivery with id " + " or ".join(map(repr, unknown)) + " in these projects"
             raise _not_found(what, "delivery_ids", visible)
         chosen = set(ids)
         for name in names:
-            matches = {d["id"] for d in deliveries if d["name"] == name}
+            matches = {d["id"] for d in deliveries if d.get("name") == name}
             if not matches:
                 what = f"delivery named {name!r} in these projects"
                 raise _not_found(what, "delivery_names", visible)
@@ -146,7 +157,7 @@ class Selection:
     @cached_property
     def datasets(self) -> list[dict[str, t.Any]]:
         """The configured datasets, or every dataset the key can see; unknown ones are errors."""
-        visible = self._fetch("/datasets", {}).get("datasets") or []
+        visible = self._listed("/datasets", {}, "datasets")
         wanted = self._setting("dataset_ids")
         if not wanted:
             return list(visible)
@@ -155,7 +166,7 @@ class Selection:
             raise _not_found(
                 "dataset with id " + " or ".join(map(repr, unknown)),
                 "dataset_ids",
-                (f"{d['name']!r} ({d['id']})" for d in visible),
+                (f"{d.get('name')!r} ({d['id']})" for d in visible),
             )
         return [by_id[dataset_id] for dataset_id in _unique(wanted)]
 
@@ -172,8 +183,8 @@ class Selection:
         """
         listed = self._dataset_deliveries.get(dataset_id)
         if listed is None:
-            body = self._fetch("/datasets/deliveries", {"dataset_id": dataset_id})
-            listed = [d for d in body.get("deliveries") or [] if isinstance(d, dict)]
+            params = {"dataset_id": dataset_id}
+            listed = self._listed("/datasets/deliveries", params, "deliveries")
             self._dataset_deliveries[dataset_id] = listed
         return listed
 
@@ -197,6 +208,6 @@ class Selection:
             raise _not_found(
                 "dataset delivery with id " + " or ".join(map(repr, unknown)),
                 "dataset_delivery_ids",
-                (f"{d['name']!r} ({d['id']})" for d in deliveries),
+                (f"{d.get('name')!r} ({d['id']})" for d in deliveries),
             )
         return frozenset(wanted)

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 import typing as t
 from functools import cached_property
 from urllib.parse import urlparse
 
-import requests
 from singer_sdk import Tap
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecWriter
-from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
+from singer_sdk.exceptions import ConfigValidationError
 
-from tap_scale import streams
+from tap_scale import redaction, stops, streams
+from tap_scale.answers import ServerClock
 from tap_scale.client import (
     DEFAULT_API_URL,
+    DEFAULT_MAX_RETRY_WAIT,
     DEFAULT_MAX_TRIES,
     DEFAULT_REQUEST_TIMEOUT,
     ScaleStream,
@@ -77,8 +78,9 @@ class TapScale(Tap):
     """Singer tap for Scale AI's v2 data API."""
 
     name = "tap-scale"
-    # The SDK's msgspec writer encodes Singer messages several times faster than json.
-    message_writer_class = MsgSpecWriter
+    # The SDK's msgspec writer encodes Singer messages several times faster than json; this one
+    # also masks secrets and stops cleanly on signals and a closed stdout.
+    message_writer_class = stops.ScaleMessageWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -143,14 +145,22 @@ class TapScale(Tap):
             th.IntegerType(minimum=1),
             default=DEFAULT_MAX_TRIES,
             description="Tries per request before giving up on 429s, 5xx, dropped connections, "
-            "timeouts and unreadable bodies. Waits honour Retry-After, else back off "
-            "exponentially (with jitter, at most a minute).",
+            "timeouts and unreadable bodies. Waits honour Retry-After (up to max_retry_wait), "
+            "else back off exponentially (with jitter, at most a minute).",
         ),
         th.Property(
             "request_timeout",
             th.IntegerType(minimum=1),
             default=DEFAULT_REQUEST_TIMEOUT,
-            description="Seconds to wait for Scale to answer a request before trying again.",
+            description="Seconds Scale has to answer a request, body included, before it is "
+            "tried again.",
+        ),
+        th.Property(
+            "max_retry_wait",
+            th.IntegerType(minimum=0, maximum=86_400),
+            default=DEFAULT_MAX_RETRY_WAIT,
+            description="The longest wait between two tries of a request, in seconds, whatever "
+            "Scale's Retry-After asks for.",
         ),
         th.Property(
             "max_concurrency",
@@ -172,7 +182,15 @@ class TapScale(Tap):
     @override
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Load and check the settings; what JSON Schema cannot say is checked here."""
-        super().__init__(*args, **kwargs)
+        redaction.install()
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            # Before anything can quote a setting: a validation error quotes the values it
+            # refuses. (No config at all when reading the files failed.)
+            with contextlib.suppress(AttributeError):
+                redaction.register_settings(self.config, self.config_jsonschema)
+        stops.handle_signals(self)
         if kwargs.get("validate_config", True) and (errors := settings_errors(self.config)):
             summary = "Config validation failed"
             raise ConfigValidationError(summary, errors=errors)
@@ -191,6 +209,11 @@ class TapScale(Tap):
             streams.DatasetDeliveriesStream(self),
             streams.DatasetTasksStream(self),
         ]
+
+    @cached_property
+    def server_clock(self) -> ServerClock:
+        """Scale's clock, read from its responses, which every stream's bounds are taken from."""
+        return ServerClock(self.logger)
 
     @cached_property
     def selection(self) -> Selection:
@@ -215,32 +238,10 @@ class TapScale(Tap):
     @override
     @classmethod
     def invoke(cls, **kwargs: t.Any) -> None:
-        """Run the CLI; a failure the user can act on ends as one clear paragraph and exit 1."""
+        """Run the CLI; every stop is one paragraph and an exit code (`tap_scale.stops`)."""
         # Each page of tasks is thousands of new dicts and lists, freed by reference counting
         # and never in cycles, yet CPython's cycle collector scanned them after every 700
         # allocations: a quarter of a sync's CPU. It now runs after 50,000 (cycles, which
         # requests and urllib3 do make, are still collected).
         gc.set_threshold(50_000, 20, 10)
-        try:
-            super().invoke(**kwargs)
-        except FatalAPIError as error:
-            cls.logger.error("tap-scale stopped: %s", error)  # noqa: TRY400 - the message is the point
-            sys.exit(1)
-        except RetriableAPIError as error:
-            cls.logger.error(  # noqa: TRY400
-                "tap-scale stopped: %s. It kept failing through every try (the `max_tries` "
-                "setting); run the sync again later, it resumes from the last state.",
-                error,
-            )
-            sys.exit(1)
-        except requests.RequestException as error:
-            request = error.request
-            endpoint = f"{request.method} {urlparse(str(request.url)).path}" if request else "Scale"
-            cls.logger.error(  # noqa: TRY400
-                "tap-scale stopped: %s failed through every try (the `max_tries` setting) with "
-                "%s. Check the `api_url` setting and the network, then run the sync again; it "
-                "resumes from the last state.",
-                endpoint,
-                type(error).__name__,
-            )
-            sys.exit(1)
+        stops.run(lambda: super(TapScale, cls).invoke(**kwargs), cls.logger)

@@ -12,7 +12,7 @@ from email.utils import format_datetime
 import pytest
 import requests
 
-from tap_scale.client import retry_after_seconds
+from tap_scale.answers import retry_after_seconds
 from tests.tap_run import run_tap, tap_args
 
 if t.TYPE_CHECKING:

@@ -140,7 +140,10 @@ class DatasetTasksStream(DeliveredTasksStream):
         pending = [
             delivery
             for delivery in everything
-            if (wanted is None or delivery["id"] in wanted) and self.needs(delivery["id"])
+            if (wanted is None or delivery["id"] in wanted)
+            and self.needs(delivery["id"])
+            # Not handed over, so never to be read with the others: before `start_date`.
+            and (wanted is not None or not self.before_start(delivery.get("delivered_at")))
         ]
         span = Plan.span(dataset_id, pending, everything, self.config.get("page_size", 100))
         return [span] if span is not None else [Plan.alone(d["id"]) for d in pending]

@@ -36,6 +36,7 @@ class DeliveredTasksStream(ScaleStream):
     """
 
     primary_keys = ("delivery", "task_id")
+    id_key = "task_id"
     replication_key = "delivered_at"
     # Every task of a delivery carries the same `delivered_at`: unsorted, so that the partition's
     # bookmark (its "done" mark) is only set once the last page is read.
@@ -129,14 +130,20 @@ class DeliveryListStream(ScaleStream):
     ) -> dict[str, t.Any]:
         assert context is not None  # noqa: S101  # always read per partition
         params = {f"{self.partition_key}_id": context[self.partition_key]}
-        # With a tasks child selected the list is read whole (one small page): a bookmark moved
-        # while the child was not selected would otherwise hide older deliveries from it for
-        # good. The child's own state still reads each delivery's tasks once.
-        if self.replication_method == REPLICATION_INCREMENTAL and not self.feeds_children:
+        if self.replication_method != REPLICATION_INCREMENTAL:
+            return params
+        # With a tasks child selected the list is read whole since `start_date` (one small
+        # page): a bookmark moved while the child was not selected would otherwise hide older
+        # deliveries from it for good. The child's own state still reads each delivery's tasks
+        # once.
+        if self.feeds_children:
+            after = self.start_bound()
+        else:
             lookback = timedelta(minutes=self.config.get("lookback_minutes", 0))
-            if (after := self.lower_bound(context, lookback)) is not None:
-                params["delivered_after"] = format_timestamp(after)
-            params["delivered_before"] = format_timestamp(self.sync_started_at)
+            after = self.lower_bound(context, lookback)
+        if after is not None:
+            params["delivered_after"] = format_timestamp(after)
+        params["delivered_before"] = format_timestamp(self.sync_started_at)
         return params
 
     @property
@@ -153,7 +160,12 @@ class DeliveryListStream(ScaleStream):
         wanted = self.wanted()
         if wanted is not None and row["id"] not in wanted:
             return None
-        return super().post_process(row, context)
+        processed = super().post_process(row, context)
+        # Named deliveries are synced whatever their date: naming one is asking for it. Others
+        # start at `start_date`, also where Scale sent older ones all the same.
+        if processed and wanted is None and self.before_start(processed.get("delivered_at")):
+            return None
+        return processed
 
     @override
     def generate_child_contexts(

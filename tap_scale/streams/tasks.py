@@ -48,6 +48,7 @@ class TaskRecordsStream(ScaleStream):
     """Base of the streams whose records are Scale Task objects (tasks, delivery_tasks)."""
 
     records_key = "tasks"
+    id_key = "task_id"
 
     def task_params(self, next_page_token: str | None) -> dict[str, t.Any]:
         """The page and `opts` parameters every task endpoint takes."""
@@ -189,6 +190,7 @@ class TasksStream(TaskRecordsStream):
             # Outside the interleaved sync (a dry run, library use): read directly.
             yield from super().get_records(context)
             return
+        self.cap_bookmark(context)
         yield from prefetcher.records(context)
 
     @override

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import typing as t
 from dataclasses import dataclass, field
@@ -48,7 +49,19 @@ _REFUSALS = {
 # Statuses a refusal can be sent with: 1xx are not final responses, and 204, 205 and 304 carry
 # no body, so a client would leave the error body unread and lose its place on the connection.
 _SENDABLE = frozenset(range(200, 600)) - {204, 205, 304}
-_ITEM_SHARES = ("type_drift", "missing_fields", "new_fields")
+_ITEM_SHARES = ("type_drift", "missing_fields", "new_fields", "lone_surrogate", "junk_items")
+_OFFSET = re.compile(r"[+-](?:[01]\d|2[0-3]):[0-5]\d")
+# The time filters a server may ignore (`ignore_time_filters`).
+TIME_FILTERS = frozenset(
+    {
+        "completed_after",
+        "completed_before",
+        "created_after",
+        "created_before",
+        "delivered_after",
+        "delivered_before",
+    }
+)
 
 
 class Strike(t.NamedTuple):
@@ -107,12 +120,40 @@ class Faults:
             the bodiless 204, 205 and 304) and Scale's error body with a message fitting it
             (e.g. 402: "Payment required: ..."), before authentication; a 429 carries
             `retry_after`. No share is drawn while it is set.
+        ignore_time_filters: When True, the API ignores the time filters of every request
+            (`completed_after`, `completed_before`, `created_*`, `delivered_*`), as a server
+            or proxy that drops them would: a client gets records outside the bounds it asked
+            for, tasks completed in the future (`add_tasks(completed_at=...)`) included.
+        timestamp_offset: When set (e.g. "+05:30" or "-01:00"), tasks' and deliveries'
+            timestamps are written at this UTC offset: the same instants, written as
+            `2025-01-02T09:30:39.923+05:30`, as a service that localises times would.
+        clock_skew: Seconds the server's clock is ahead of the machine's (negative: behind). It
+            stamps its Date headers, and tasks added or completed without an explicit
+            `completed_at` (`ScaleSimulator.now()` tells the server's time).
+        lone_surrogate: Share of tasks (per id, on the paths `type_drift` acts on) whose
+            metadata holds the escape of a lone UTF-16 surrogate (U+D83D, half of an emoji cut
+            by a careless client upstream, under `note`): valid JSON to Python's reader, refused by
+            strict ones such as msgspec, the same way on every try. `ScaleSimulator.surrogated`
+            tells which tasks are hit.
+        junk_items: Share of objects (per id, in every list of tasks, deliveries, projects,
+            batches or datasets, on every path) followed in their list by an item that is not
+            one: `null`, a string, a number or an object without its id. The real objects are
+            all still there.
+        trickle: Share of responses sent one byte at a time, `trickle_pause` seconds apart
+            (status line, headers and body), as a throttled proxy might: each byte arrives
+            well within any read timeout, yet the whole takes minutes.
+        trickle_pause: Seconds between two bytes of a trickled response.
+        echo_credentials: When True, every error response quotes the request's Authorization
+            header in its text (a JSON error's `error`, an HTML page's body), as a debugging
+            proxy or a careless error page might.
 
     Faults apply in this order, and the request log's `fault` names, joined by "+", those that
     struck: `refuse_with` or one of the refusals (`dropped_connection`, `rate_limit`,
-    `server_error`), which end the request; then, on a 200, `empty_page`, `repeated_token`,
-    `missing_fields` and `type_drift`, which reshape the body; then `truncated_body` or
-    `invalid_json`, which spoil it.
+    `server_error`), which end the request; then `ignore_time_filters`, which changes the
+    query; then, on a 200, `empty_page`, `repeated_token`, `missing_fields`, `type_drift`,
+    `timestamp_offset`, `lone_surrogate` and `junk_items`, which reshape the body; then
+    `truncated_body`, `invalid_json` or `trickle`, which spoil its delivery. Last,
+    `echo_credentials` rewrites any error response.
     """
 
     rate_limit: float = 0.0
@@ -131,6 +172,14 @@ class Faults:
     missing_fields: float = 0.0
     refuse_with: int | None = None
     new_fields: float = 0.0
+    ignore_time_filters: bool = False
+    timestamp_offset: str | None = None
+    clock_skew: float = 0.0
+    lone_surrogate: float = 0.0
+    junk_items: float = 0.0
+    trickle: float = 0.0
+    trickle_pause: float = 0.05
+    echo_credentials: bool = False
     _random: random.Random = field(init=False, repr=False, compare=False)
     _seeded_with: int | None = field(default=None, init=False, repr=False, compare=False)
     _struck: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -147,6 +196,9 @@ class Faults:
             raise TypeError(message)
         if name == "refuse_with" and value is not None and value not in _SENDABLE:
             message = f"refuse_with must be a status from 200 to 599 with a body, not {value!r}"
+            raise ValueError(message)
+        if name == "timestamp_offset" and value is not None and not _OFFSET.fullmatch(str(value)):
+            message = f"timestamp_offset must be written like +05:30 or -01:00, not {value!r}"
             raise ValueError(message)
         super().__setattr__(name, value)
 
@@ -179,7 +231,7 @@ class Faults:
 
     def draw_after_handling(self) -> Strike | None:
         """The fault that spoils a successful response, if one strikes."""
-        return self._draw(("truncated_body", "invalid_json"))
+        return self._draw(("truncated_body", "invalid_json", "trickle"))
 
     def _draw(self, names: tuple[str, ...]) -> Strike | None:
         with self._lock:
@@ -230,6 +282,17 @@ def invalid_json(reply: Reply, turn: int) -> Reply:
     if turn % 2 == 0:
         return Reply(200, reply.body[: max(1, len(reply.body) // 2)], reply.content_type)
     return Reply(200, _html_page("Service temporarily unavailable, please try again"), _HTML)
+
+
+def echoing(reply: Reply, authorization: str | None) -> Reply:
+    """An error response whose text quotes the request's Authorization header."""
+    quoted = f"(request headers: Authorization: {authorization})"
+    if reply.content_type.startswith("application/json"):
+        body = json.loads(reply.body)
+        body["error"] = f"{body.get('error', '')} {quoted}"
+        return json_reply(reply.status, body, reply.headers)
+    page = reply.body.replace(b"</body>", f"<pre>{quoted}</pre></body>".encode())
+    return Reply(reply.status, page, reply.content_type, reply.headers)
 
 
 def repeated_token(reply: Reply, token: str) -> Reply | None:

@@ -1,19 +1,24 @@
-"""Content faults: objects as an evolving API might send them.
+"""Content faults: objects as an evolving API, or a careless one, might send them.
 
 `type_drift` sends values with another JSON type than the models promise, plus a field no model
 lists; `missing_fields` leaves optional fields out; `new_fields` adds a top-level field no model
-lists to the objects of every endpoint. Both act on a body the API rendered
-truthfully, so `ScaleSimulator.tasks()` and its siblings stay the truth a client should recover.
-Which objects are hit is `Faults.strikes_item`: fixed per id, so a task that drifts in one
-response drifts in every response, as it would if its data came from a newer model.
+lists to the objects of every endpoint; `timestamp_offset` writes timestamps at another UTC
+offset; `lone_surrogate` puts half an emoji in a task's metadata; `junk_items` puts items that
+are not objects in an endpoint's lists. All act on a body the API rendered truthfully, so
+`ScaleSimulator.tasks()` and its siblings stay the truth a client should recover. Which objects
+are hit is `Faults.strikes_item`: fixed per id, so a task that drifts in one response drifts in
+every response, as it would if its data came from a newer model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import typing as t
+from datetime import timedelta
 
-from tap_scale.testing.api import Reply, json_reply
+from tap_scale.testing.api import Reply
+from tap_scale.testing.timestamps import from_micros, parse_timestamp
 
 if t.TYPE_CHECKING:
     from tap_scale.testing.faults import Faults
@@ -62,30 +67,110 @@ def reshaped(faults: Faults, path: str, reply: Reply) -> tuple[Reply, list[str]]
 
     The body is parsed only when a content fault is on and the path holds what it changes.
     """
-    if faults.type_drift <= 0 and faults.missing_fields <= 0 and faults.new_fields <= 0:
+    shares = (faults.type_drift, faults.missing_fields, faults.new_fields, faults.lone_surrogate)
+    if max(shares) <= 0 and faults.timestamp_offset is None and faults.junk_items <= 0:
         return reply, []
     if path not in TASK_PATHS | DELIVERY_PATHS | _OBJECTS.keys():
         return reply, []
     body = json.loads(reply.body)
     struck: set[str] = {"new_fields"} if _grow(faults, path, body) else set()
     for task in _tasks(path, body):
-        # Fields go first, so that drift only retypes what is still there.
-        if faults.strikes_item("missing_fields", task["task_id"]):
-            strip_task(task)
-            struck.add("missing_fields")
-        if faults.strikes_item("type_drift", task["task_id"]):
-            drift_task(task)
-            struck.add("type_drift")
+        reshape_task(faults, task, struck)
     for delivery in _deliveries(path, body):
         if faults.strikes_item("type_drift", delivery["id"]):
             delivery["task_count"] = str(delivery["task_count"])
             struck.add("type_drift")
+        if faults.timestamp_offset is not None and isinstance(delivery.get("delivered_at"), str):
+            delivery["delivered_at"] = at_offset(delivery["delivered_at"], faults.timestamp_offset)
+            struck.add("timestamp_offset")
+    if add_junk(faults, path, body):
+        struck.add("junk_items")
     if not struck:
         return reply, []
-    names: list[str] = [
-        name for name in ("new_fields", "missing_fields", "type_drift") if name in struck
-    ]
-    return json_reply(reply.status, body, reply.headers), names
+    # ASCII escapes: a lone surrogate has no UTF-8 form, only its `\\ud83d` escape.
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii="lone_surrogate" in struck)
+    names = [name for name in _ORDER if name in struck]
+    return Reply(reply.status, text.encode(), reply.content_type, reply.headers), names
+
+
+def reshape_task(faults: Faults, task: JsonObject, struck: set[str]) -> None:
+    """Apply the content faults that hit a rendered task, in place; add their names to `struck`.
+
+    Fields go first, so that drift only retypes what is still there, and the surrogate before
+    drift, so that a drifted task carries it inside its metadata's JSON string.
+    """
+    if faults.strikes_item("missing_fields", task["task_id"]):
+        strip_task(task)
+        struck.add("missing_fields")
+    if faults.strikes_item("lone_surrogate", task["task_id"]):
+        metadata = task.get("metadata")
+        task["metadata"] = {**(metadata if isinstance(metadata, dict) else {}), **CUT_EMOJI}
+        struck.add("lone_surrogate")
+    if faults.strikes_item("type_drift", task["task_id"]):
+        drift_task(task)
+        struck.add("type_drift")
+    if faults.timestamp_offset is not None:
+        offset_task(task, faults.timestamp_offset)
+        struck.add("timestamp_offset")
+
+
+_ORDER = (
+    "new_fields",
+    "missing_fields",
+    "lone_surrogate",
+    "type_drift",
+    "timestamp_offset",
+    "junk_items",
+)
+# Half of U+1F600, as a client that cut a string by UTF-16 code units leaves it.
+CUT_EMOJI = {"note": "cut \ud83d"}
+# What an endpoint's list may hold besides its objects, one after each object `junk_items` hits.
+JUNK: tuple[object, ...] = (None, "not_an_object", 42, {"note": "an object without its id"})
+
+
+def add_junk(faults: Faults, path: str, body: JsonObject) -> bool:
+    """Put an item that is not an object after each object `junk_items` hits in a list.
+
+    In every list of objects the endpoint's body holds; returns whether any was added.
+    """
+    added = False
+    for key in _OBJECTS.get(path, ()) if faults.junk_items > 0 else ():
+        listed = None if key is None else body.get(key)
+        if key is None or not isinstance(listed, list):
+            continue
+        items: list[object] = []
+        for item in listed:
+            items.append(item)
+            item_id = object_id(item)
+            if faults.strikes_item("junk_items", item_id):
+                digest = hashlib.sha256(item_id.encode()).digest()
+                items.append(JUNK[digest[0] % len(JUNK)])
+        added |= len(items) > len(listed)
+        body[key] = items
+    return added
+
+
+def offset_task(task: JsonObject, offset: str) -> None:
+    """Write a rendered task's timestamps at this UTC offset, in place."""
+    for name in ("created_at", "completed_at"):
+        if isinstance(task.get(name), str):
+            task[name] = at_offset(task[name], offset)
+    for thread in task.get("threads", []):
+        for submission in thread.get("submissions", []):
+            if isinstance(submission.get("submitted_at"), str):
+                submission["submitted_at"] = at_offset(submission["submitted_at"], offset)
+
+
+def at_offset(text: str, offset: str) -> str:
+    """The instant a UTC timestamp names, written at a UTC offset (`+05:30`), with its fraction."""
+    micros = parse_timestamp(text)
+    if micros is None:
+        return text
+    sign = -1 if offset[0] == "-" else 1
+    shift = timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])) * sign
+    local = from_micros(micros) + shift
+    fraction = f".{local.microsecond // 1000:03d}" if "." in text else ""
+    return f"{local.year:04d}-{local:%m-%dT%H:%M:%S}{fraction}{offset}"
 
 
 def drift_task(task: JsonObject) -> None:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import threading
 import time
 import typing as t
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from tap_scale.testing.faults import (
+    TIME_FILTERS,
+    echoing,
     invalid_json,
     rate_limited,
     refusal,
@@ -37,11 +40,13 @@ class Outcome:
         cut_at: When set, send only this many bytes of the body, then close the connection.
         fault: The faults that shaped the outcome, joined by "+" in the order they struck
             (e.g. "type_drift+truncated_body"), or None (for the request log).
+        trickle_pause: When set, send the response one byte at a time, this many seconds apart.
     """
 
     reply: Reply | None
     cut_at: int | None = None
     fault: str | None = None
+    trickle_pause: float | None = None
 
 
 def respond_with_faults(
@@ -53,6 +58,20 @@ def respond_with_faults(
     method, path, params, authorization = request
     if not faults.applies_to(path):
         return Outcome(api.handle(method, path, params, authorization))
+    outcome = _respond(api, faults, request)
+    reply = outcome.reply
+    if faults.echo_credentials and reply is not None and reply.status >= HTTPStatus.BAD_REQUEST:
+        fault = "+".join(filter(None, (outcome.fault, "echo_credentials")))
+        return replace(outcome, reply=echoing(reply, authorization), fault=fault)
+    return outcome
+
+
+def _respond(
+    api: ScaleApi,
+    faults: Faults,
+    request: tuple[str, str, Mapping[str, Sequence[str]], str | None],
+) -> Outcome:
+    method, path, params, authorization = request
     if faults.slow_seconds > 0:
         time.sleep(faults.slow_seconds)
     # A rate limiter or a load balancer sits in front of the API: these faults come before
@@ -60,13 +79,17 @@ def respond_with_faults(
     refused = _refusal(faults)
     if refused is not None:
         return refused
+    ignored = faults.ignore_time_filters and not TIME_FILTERS.isdisjoint(params)
+    if ignored:
+        params = {name: values for name, values in params.items() if name not in TIME_FILTERS}
     # Drawn before handling, since the API builds the empty page (and its token) itself; a
     # path that does not paginate draws nothing, leaving the other faults' sequence alone.
     empty = api.paginates(path) and faults.draw_empty_page()
     reply = api.handle(method, path, params, authorization, empty_page=empty)
     if reply.status != HTTPStatus.OK:  # only successful bodies are reshaped or spoiled
         return Outcome(reply)
-    struck = ["empty_page"] if empty else []
+    struck = ["ignore_time_filters"] if ignored else []
+    struck += ["empty_page"] if empty else []
     if faults.repeated_token and params.get("next_token"):
         repeated = repeated_token(reply, params["next_token"][0])
         if repeated is not None:
@@ -96,6 +119,8 @@ def _spoiled(faults: Faults, reply: Reply, struck: list[str]) -> Outcome:
     fault = "+".join([*struck, strike.name])
     if strike.name == "truncated_body":
         return Outcome(reply, cut_at=len(reply.body) // 2, fault=fault)
+    if strike.name == "trickle":
+        return Outcome(reply, fault=fault, trickle_pause=faults.trickle_pause)
     return Outcome(invalid_json(reply, strike.turn), fault=fault)
 
 
@@ -110,10 +135,16 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
     # Idle keep-alive connections would make server_close() wait; stop() closes them instead.
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], respond: Respond) -> None:
-        """Bind to `address` (port 0 picks a free port) and answer with `respond`."""
+    def __init__(
+        self,
+        address: tuple[str, int],
+        respond: Respond,
+        clock: t.Callable[[], float] = time.time,
+    ) -> None:
+        """Bind to `address` (port 0 picks a free port); answer with `respond`, date by `clock`."""
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.respond = respond
+        self.clock = clock
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -167,6 +198,10 @@ class _Handler(BaseHTTPRequestHandler):
         """The Server header: the simulator's name, not Python's version."""
         return self.server_version
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header, by the server's clock (which `Faults.clock_skew` sets)."""
+        return super().date_time_string(self.server.clock() if timestamp is None else timestamp)
+
     def log_message(self, format: str, *args: t.Any) -> None:  # noqa: A002, ANN401 - overridden signature
         """Log nothing: tests read `ScaleSimulator.requests` instead of stderr."""
 
@@ -184,14 +219,32 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # no byte sent: the client sees the socket close
             return
         reply = outcome.reply
+        if outcome.trickle_pause is not None:
+            # Headers are buffered until end_headers; kept back, they go out with the body.
+            self.wfile, whole = io.BytesIO(), self.wfile
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
+        if outcome.trickle_pause is not None:
+            head, self.wfile = t.cast("io.BytesIO", self.wfile).getvalue(), whole
+            self._trickle(head + reply.body, outcome.trickle_pause)
+            return
         if outcome.cut_at is None:
             self.wfile.write(reply.body)
             return
         self.wfile.write(reply.body[: outcome.cut_at])
         self.close_connection = True
+
+    def _trickle(self, data: bytes, pause: float) -> None:
+        """Send the whole response a byte at a time; stop when the client hangs up."""
+        self.close_connection = True  # a client that gave up would find the rest on reuse
+        for index in range(len(data)):
+            try:
+                self.wfile.write(data[index : index + 1])
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(pause)

@@ -7,6 +7,7 @@ import threading
 import time
 import typing as t
 from collections import deque
+from datetime import datetime, timedelta, timezone
 
 from tap_scale.testing.api import (
     UNAUTHORIZED,
@@ -24,7 +25,6 @@ from tap_scale.testing.server import Outcome, SimulatorHTTPServer, respond_with_
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from datetime import datetime
     from types import TracebackType
 
     from typing_extensions import Self
@@ -102,7 +102,9 @@ class ScaleSimulator:
     def start(self) -> Self:
         """Bind and serve in a daemon thread; returns self."""
         if self._server is None:
-            self._server = SimulatorHTTPServer(self._address, self._respond)
+            self._server = SimulatorHTTPServer(
+                self._address, self._respond, lambda: time.time() + self.faults.clock_skew
+            )
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
                 kwargs={"poll_interval": 0.05},
@@ -252,6 +254,18 @@ class ScaleSimulator:
         """
         return self.faults.strikes_item("new_fields", item_id)
 
+    def surrogated(self, task_id: str) -> bool:
+        """Whether the task with this id is served with a lone surrogate in its metadata.
+
+        True when `faults.lone_surrogate` hits it (given the current seed and share), on the
+        paths the faults apply to.
+        """
+        return self.faults.strikes_item("lone_surrogate", task_id)
+
+    def now(self) -> datetime:
+        """The server's time: this machine's, moved by `faults.clock_skew`."""
+        return datetime.now(timezone.utc) + timedelta(seconds=self.faults.clock_skew)
+
     def stripped(self, task_id: str) -> bool:
         """Whether the task with this id is served without its optional fields.
 
@@ -389,11 +403,14 @@ class ScaleSimulator:
     ) -> list[JsonObject]:
         """Create `count` tasks in a project; returns them as the API renders them (every opt).
 
-        Completed ones all get `completed_at` (an aware datetime, cut to milliseconds) or now:
-        one instant, a tie. Without `batch_id` they join the project's newest batch. Each lands
-        at a pseudo-random place in listings, so one added mid-pagination may come before the
-        cursor and be missed by that pagination, as on a real keyset-paginated API.
+        Completed ones all get `completed_at` (an aware datetime, cut to milliseconds) or the
+        server's now (`now()`): one instant, a tie. Without `batch_id` they join the project's
+        newest batch. Each lands at a pseudo-random place in listings, so one added
+        mid-pagination may come before the cursor and be missed by that pagination, as on a
+        real keyset-paginated API.
         """
+        if completed_at is None and self.faults.clock_skew:
+            completed_at = self.now()
         tasks = self._world.add_tasks(
             project_id, count, status=status, completed_at=completed_at, batch_id=batch_id
         )
@@ -407,6 +424,8 @@ class ScaleSimulator:
 
         They all get `completed_at` (an aware datetime, cut to milliseconds) or now: a tie.
         """
+        if completed_at is None and self.faults.clock_skew:
+            completed_at = self.now()
         tasks = self._world.complete_tasks(project_id, count, completed_at=completed_at)
         self._world_changed()
         return self._rendered(tasks)

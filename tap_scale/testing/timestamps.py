@@ -60,7 +60,8 @@ def format_timestamp(micros: int, *, fraction: bool = True) -> str:
     rendered without a fraction on whole seconds, so the text always names the stored instant.
     """
     moment = from_micros(micros)
-    whole = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    # Four digits whatever the year: strftime writes the year 999 as "999".
+    whole = f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}"
     if not fraction:
         return f"{whole}Z"
     return f"{whole}.{moment.microsecond // MICROS_PER_MILLI:03d}Z"

@@ -1,0 +1,176 @@
+"""Every stop is known to the scheduler: signals, a closed or full stdout, each with its exit code.
+
+A scheduler learns how a run ended from its exit code alone, and a target from the messages it
+got: a run that was interrupted must not exit 0, and no message may be cut in half.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import json
+import signal
+import subprocess
+import termios
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+from singer_sdk.helpers._state import SIGNPOST_MARKER, finalize_state_progress_markers
+
+from tap_scale.tap import TapScale
+from tests.tap_run import run_tap, tap_args
+from tests.test_resilience import keyed
+
+if t.TYPE_CHECKING:
+    from tap_scale.testing import ScaleSimulator
+
+F_GETPIPE_SZ = 1032  # Linux's fcntl for a pipe's capacity
+
+
+def parsed(output: bytes) -> list[dict[str, t.Any]]:
+    """Every message of a run's stdout; fails if a line is cut or not JSON."""
+    text = output.decode()
+    assert not text or text.endswith("\n"), f"the output ends in a cut message: {text[-200:]!r}"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
+)
+def test_a_signal_mid_sync_writes_the_state_and_exits_with_the_signals_code(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path, signum: int, code: int
+) -> None:
+    simulator.faults.slow_seconds = 0.02  # slow enough that the signal lands mid-sync
+    stderr = tmp_path / "stderr.log"
+    with (
+        stderr.open("wb") as log,
+        subprocess.Popen(tap_args(tmp_path, config), stdout=subprocess.PIPE, stderr=log) as process,
+    ):
+        assert process.stdout is not None
+        head, records = [], 0
+        while records < 30:
+            head.append(process.stdout.readline())
+            records += b'"type":"RECORD"' in head[-1]
+        process.send_signal(signum)
+        output = b"".join(head) + process.stdout.read()
+    messages = parsed(output)
+
+    assert process.returncode == code
+    assert messages[-1]["type"] == "STATE", "the state is written last"
+    log_text = stderr.read_text()
+    assert f"interrupted by {signal.Signals(signum).name} (exit code {code})" in log_text
+    assert "Gracefully shutting down" not in log_text
+    assert "Traceback" not in log_text
+
+    simulator.faults.slow_seconds = 0
+    resumed = run_tap(tmp_path, config, state=messages[-1]["value"])
+    emitted = {**keyed(messages), **keyed(resumed.messages)}
+    completed = simulator.tasks(status="completed")
+    assert {key[1] for key in emitted if key[0] == "tasks"} == {t["task_id"] for t in completed}
+
+
+def test_a_signal_while_the_target_reads_no_more_waits_for_a_whole_message(
+    config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    """The tap is blocked writing into a full pipe when SIGTERM comes: no message is cut."""
+    stderr = tmp_path / "stderr.log"
+    with (
+        stderr.open("wb") as log,
+        subprocess.Popen(tap_args(tmp_path, config), stdout=subprocess.PIPE, stderr=log) as process,
+    ):
+        assert process.stdout is not None
+        _wait_until_blocked(process.stdout.fileno(), process)
+        process.send_signal(signal.SIGTERM)
+        output = process.stdout.read()
+    messages = parsed(output)
+    assert process.returncode == 143
+    assert messages[-1]["type"] == "STATE"
+    assert "interrupted by SIGTERM" in stderr.read_text()
+
+
+def _wait_until_blocked(pipe: int, process: subprocess.Popen[bytes]) -> None:
+    """Wait until the tap's output pipe holds most of its capacity and stops filling."""
+    capacity = fcntl.fcntl(pipe, F_GETPIPE_SZ)
+    waiting, before, still_since = array.array("i", [0]), -1, time.monotonic()
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline, "the tap never filled its output pipe"
+        assert process.poll() is None, "the tap ended before its output filled a pipe"
+        fcntl.ioctl(pipe, termios.FIONREAD, waiting)
+        if waiting[0] != before:
+            before, still_since = waiting[0], time.monotonic()
+        elif waiting[0] > capacity // 2 and time.monotonic() - still_since > 1:
+            return  # a tap that writes a record a millisecond has been blocked for a second
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("output", "said"),
+    [
+        ("closed by its reader", "its output was closed"),
+        ("a full disk", "no space left"),
+        ("no stdout at all", "no standard output"),
+    ],
+)
+def test_output_that_cannot_be_written_is_one_paragraph_and_exit_1(
+    config: dict[str, t.Any], tmp_path: Path, output: str, said: str
+) -> None:
+    args = tap_args(tmp_path, config)
+    if output == "no stdout at all":
+        args = ["sh", "-c", 'exec "$@" >&-', "sh", *args]  # file descriptor 1 closed
+    with contextlib.ExitStack() as stack:
+        stdout = (
+            stack.enter_context(Path("/dev/full").open("wb"))
+            if output == "a full disk"
+            else subprocess.PIPE
+        )
+        process = stack.enter_context(subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE))
+        assert process.stderr is not None
+        if output == "closed by its reader":
+            assert process.stdout is not None
+            process.stdout.readline()
+            process.stdout.close()  # the target died
+        stderr = process.stderr.read().decode()
+    assert process.returncode == 1
+    stops = [line for line in stderr.splitlines() if "tap-scale stopped" in line]
+    assert len(stops) == 1, stderr[-2000:]
+    assert said in stops[0]
+    assert "Traceback" not in stderr
+    assert "Exception ignored" not in stderr
+
+
+def test_the_sdk_still_does_what_tap_scale_relies_on() -> None:
+    """Two SDK behaviours with no public promise; if the SDK changes, this test says which.
+
+    - `singer_sdk.plugin_base.PluginBase._setup_signal_handlers` installs the SDK's handlers
+      (which exit 0) as a tap is made; `tap_scale.stops.handle_signals` replaces them after.
+    - `singer_sdk.helpers._state.finalize_state_progress_markers` caps a bookmark at the
+      partition's `replication_key_signpost`, which `ScaleStream.cap_bookmark` writes.
+    """
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        TapScale(config={"api_key": "test_key", "api_url": "http://localhost:1/v2"})
+        for signum in saved:
+            handler = signal.getsignal(signum)
+            assert getattr(handler, "__module__", "") == "tap_scale.stops", (
+                f"{signal.Signals(signum).name} is handled by {handler!r}: the SDK now installs "
+                "its signal handlers after the tap is made (PluginBase._setup_signal_handlers)"
+            )
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+    partition = {
+        SIGNPOST_MARKER: "2025-01-01T00:00:00.000000Z",
+        "progress_markers": {
+            "replication_key": "completed_at",
+            "replication_key_value": "2999-01-01T00:00:00.000000Z",
+        },
+    }
+    finalize_state_progress_markers(partition)
+    assert partition["replication_key_value"] == "2025-01-01T00:00:00.000000Z", (
+        "the SDK no longer caps a bookmark at its signpost (finalize_state_progress_markers)"
+    )
