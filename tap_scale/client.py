@@ -249,7 +249,13 @@ class ScaleStream(RESTStream[str | None]):
         form the tap emits timestamps in, so that the SDK's comparison of the two strings is
         a comparison of moments.
         """
-        if not self.replication_key or self.replication_method != REPLICATION_INCREMENTAL:
+        # Only a moment can be capped by a moment: a bookmark that is an id (response_schemas
+        # marks a stored schema by its id) compares as a string and would be overwritten.
+        if (
+            not self.replication_key
+            or self.replication_method != REPLICATION_INCREMENTAL
+            or not self.is_timestamp_replication_key
+        ):
             return None
         return format_timestamp(self.sync_started_at)
 

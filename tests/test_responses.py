@@ -80,6 +80,10 @@ def test_responses_are_read_once_and_a_redelivery_keeps_both(
 ) -> None:
     catalog = select(discover(tmp_path, config), *RESPONSE_STREAMS)
     first = run_tap(tmp_path, config, catalog=catalog)
+    # A stored schema is marked by its own id, never capped like a moment.
+    stored = first.state["bookmarks"]["response_schemas"]["partitions"]
+    assert stored
+    assert all(p["replication_key_value"] == p["context"]["id"] for p in stored)
 
     simulator.reset_log()
     second = run_tap(tmp_path, config, catalog=catalog, state=first.state)
