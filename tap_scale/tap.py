@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import typing as t
 from functools import cached_property
@@ -12,17 +13,25 @@ import requests
 from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
-from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
+from singer_sdk.exceptions import (
+    FatalAPIError,
+    MapExpressionError,
+    RetriableAPIError,
+    StreamMapConfigError,
+)
 
-from tap_scale import streams
+from tap_scale import inputs, settings, streams
 from tap_scale.client import (
     DEFAULT_API_URL,
     DEFAULT_MAX_TRIES,
     DEFAULT_REQUEST_TIMEOUT,
     ScaleStream,
 )
-from tap_scale.models import TASK_STATUSES, parse_timestamp
+from tap_scale.inputs import InputError
+from tap_scale.models import TASK_STATUSES
+from tap_scale.progress import DEFAULT_INTERVAL, SyncProgress, whereabouts
 from tap_scale.selection import Selection
+from tap_scale.state import FIX_STATE, check_state
 from tap_scale.streams.tasks import DEFAULT_MAX_CONCURRENCY
 
 if sys.version_info >= (3, 12):
@@ -31,46 +40,21 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    import click
     from singer_sdk.streams import Stream
 
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# The ranges of numeric settings: beyond them a value is a typo, and some (a lookback of 2e9
+# minutes, a timeout of 1e12 seconds) would overflow the tap's own arithmetic.
+MAX_LOOKBACK_MINUTES = 525_600  # a year
+MAX_TRIES = 100
+MAX_REQUEST_TIMEOUT = 3_600
+MAX_PROGRESS_INTERVAL = 86_400
 
 OPTS = ("annotation_details", "attachment_details", "model_parameters", "submissions")
 
 
 def _strings(name: str, description: str) -> th.Property[list[str]]:
     return th.Property(name, th.ArrayType(th.StringType), description=description)
-
-
-def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
-    """What is wrong with settings that pass their JSON Schema: one sentence for each."""
-    errors = []
-    api_key = str(config.get("api_key", ""))
-    # A key pasted with a newline or a space would be refused by the HTTP library with the key
-    # in its message; say so without echoing it.
-    if api_key != api_key.strip() or not api_key.isprintable() or not api_key.isascii():
-        errors.append(
-            "api_key has leading or trailing whitespace, or characters that cannot be sent in "
-            "an HTTP header; paste the key again exactly as Scale's dashboard shows it."
-        )
-    api_url = urlparse(str(config.get("api_url", DEFAULT_API_URL)))
-    # The key travels in a header: over plain HTTP anyone on the path could read it.
-    if api_url.scheme != "https" and not (
-        api_url.scheme == "http" and api_url.hostname in LOCAL_HOSTS
-    ):
-        errors.append(
-            f"api_url {api_url.geturl()!r} must be an https:// URL (plain http:// is accepted "
-            "only for localhost, e.g. a simulator): the API key would otherwise travel readable."
-        )
-    if start_date := config.get("start_date"):
-        try:
-            parse_timestamp(str(start_date))
-        except ValueError:
-            errors.append(
-                f"start_date {start_date!r} is not an ISO 8601 timestamp; "
-                "write it like 2025-01-31T00:00:00Z."
-            )
-    return errors
 
 
 class TapScale(Tap):
@@ -123,11 +107,12 @@ class TapScale(Tap):
             "start_date",
             th.DateTimeType,
             description="Earliest completed_at (tasks) or delivered_at (deliveries) to sync on a "
-            "first run (ISO 8601). Without it, a first run reads everything.",
+            "first run: an ISO 8601 timestamp, or a date (midnight UTC). Without it, a first run "
+            "reads everything.",
         ),
         th.Property(
             "lookback_minutes",
-            th.IntegerType(minimum=0),
+            th.IntegerType(minimum=0, maximum=MAX_LOOKBACK_MINUTES),
             default=5,
             description="Minutes re-read behind each bookmark, to catch tasks whose completion "
             "reaches the API late. Re-read tasks are emitted again; targets upsert them.",
@@ -140,7 +125,7 @@ class TapScale(Tap):
         ),
         th.Property(
             "max_tries",
-            th.IntegerType(minimum=1),
+            th.IntegerType(minimum=1, maximum=MAX_TRIES),
             default=DEFAULT_MAX_TRIES,
             description="Tries per request before giving up on 429s, 5xx, dropped connections, "
             "timeouts and unreadable bodies. Waits honour Retry-After, else back off "
@@ -148,7 +133,7 @@ class TapScale(Tap):
         ),
         th.Property(
             "request_timeout",
-            th.IntegerType(minimum=1),
+            th.IntegerType(minimum=1, maximum=MAX_REQUEST_TIMEOUT),
             default=DEFAULT_REQUEST_TIMEOUT,
             description="Seconds to wait for Scale to answer a request before trying again.",
         ),
@@ -167,15 +152,96 @@ class TapScale(Tap):
             description="Optional task properties Scale includes: annotation_details, "
             "attachment_details, model_parameters, submissions. All by default.",
         ),
+        th.Property(
+            "progress_interval",
+            th.IntegerType(minimum=0, maximum=MAX_PROGRESS_INTERVAL),
+            default=DEFAULT_INTERVAL,
+            description="Seconds between a stream's progress lines in the log (records so far, "
+            "rate, and for deliveries the share read and the time left); 0 for none.",
+        ),
     ).to_dict()
 
     @override
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Load and check the settings; what JSON Schema cannot say is checked here."""
-        super().__init__(*args, **kwargs)
-        if kwargs.get("validate_config", True) and (errors := settings_errors(self.config)):
-            summary = "Config validation failed"
-            raise ConfigValidationError(summary, errors=errors)
+        """Load and check the settings, the catalog and the state, each as a whole."""
+        # A catalog the SDK cannot read is reported once the settings have been checked.
+        catalog = kwargs.get("catalog")
+        catalog_problems = inputs.check_catalog(catalog) if isinstance(catalog, dict) else []
+        if catalog_problems:
+            kwargs["catalog"] = None
+        try:
+            super().__init__(*args, **kwargs)
+        except (MapExpressionError, StreamMapConfigError) as error:
+            msg = "The `stream_maps` setting cannot be used"
+            raise InputError(msg, [str(error)], settings.CHANGE_SETTINGS) from None
+        except ValueError:
+            # The SDK reads `--config ENV` settings before any check, and fails on the first
+            # one it cannot convert.
+            schema = self.config_jsonschema
+            problems = settings.environment_problems(schema, os.environ)
+            if kwargs.get("parse_env_config") and problems:
+                msg = "The settings in the environment cannot be used"
+                raise InputError(msg, problems, "Fix those variables and run again.") from None
+            raise
+        if catalog_problems:
+            msg = "The catalog cannot be used"
+            advice = (
+                "Pass the catalog `tap-scale --discover` writes, with streams selected in its "
+                "metadata (or let Meltano write it: `meltano select tap-scale ...`)."
+            )
+            raise InputError(msg, catalog_problems, advice)
+        self.progress = SyncProgress(self.config.get("progress_interval", DEFAULT_INTERVAL))
+        if self.input_catalog is not None:
+            self._warn_about_catalog()
+
+    @override
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """Check the settings, every problem at once (the SDK's private hook for this).
+
+        The SDK checks the settings against `config_jsonschema` in this method, before it reads
+        the catalog and the state; the tap's check covers that schema and what it cannot say.
+        `tests/test_sdk_coupling.py` fails, naming it, if the SDK stops calling it.
+        """
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        # The SDK's own check writes the defaults into the settings; this one does the same.
+        findings = settings.check_settings(self._config, schema)
+        # Discovery (`raise_errors` off) works whatever the settings: the sync reports them.
+        if raise_errors:
+            for warning in findings.warnings:
+                self.logger.warning("Settings: %s.", warning)
+            if findings.problems:
+                msg = "The settings cannot be used"
+                raise InputError(msg, findings.problems, settings.CHANGE_SETTINGS)
+        return findings.problems
+
+    @override
+    def load_state(self, state: dict[str, t.Any]) -> None:
+        """Check the whole state before the SDK loads it, and before any record."""
+        keys = {name: stream.replication_key for name, stream in self.streams.items()}
+        findings = check_state(state, keys)
+        for warning in findings.warnings:
+            self.logger.warning("State: %s.", warning)
+        if findings.problems:
+            msg = "The state cannot be used"
+            raise InputError(msg, findings.problems, FIX_STATE)
+        super().load_state(state)
+
+    def _warn_about_catalog(self) -> None:
+        catalog = t.cast("dict[str, t.Any]", self.input_catalog)
+        if unknown := sorted(set(catalog) - set(self.streams)):
+            self.logger.warning(
+                "The catalog names streams tap-scale does not have, which are ignored: %s. "
+                "Its streams: %s.",
+                ", ".join(unknown),
+                ", ".join(self.streams),
+            )
+        if not any(stream.selected for stream in self.streams.values()):
+            self.logger.warning(
+                "The catalog selects no stream: this run syncs nothing. Select streams with "
+                "`meltano select tap-scale <stream> '*'`, or with `\"selected\": true` in the "
+                "metadata of a stream's empty breadcrumb in the catalog."
+            )
 
     @override
     def discover_streams(self) -> list[Stream]:
@@ -195,6 +261,18 @@ class TapScale(Tap):
     @cached_property
     def selection(self) -> Selection:
         """What this sync covers, resolved once and shared by every stream."""
+        # Before the first request: a mistyped host would otherwise be retried for minutes, as
+        # any connection failure is, before the same error.
+        api_url = str(self.config.get("api_url", DEFAULT_API_URL))
+        if unresolvable := settings.unresolvable_host(api_url):
+            msg = "The `api_url` setting cannot be used"
+            host, reason = unresolvable
+            problem = f"its host name {host!r} does not resolve ({reason})"
+            advice = (
+                f"Check it for a typo (Scale's API is at {DEFAULT_API_URL}) and this machine's "
+                "DNS settings, then run the sync again; nothing was synced."
+            )
+            raise InputError(msg, [problem], advice)
         # Any stream can make the lookups: they all share the config, the client and retries.
         client = t.cast("ScaleStream", self.streams["projects"])
         selection = Selection(self.config, client.fetch)
@@ -223,24 +301,84 @@ class TapScale(Tap):
         gc.set_threshold(50_000, 20, 10)
         try:
             super().invoke(**kwargs)
-        except FatalAPIError as error:
-            cls.logger.error("tap-scale stopped: %s", error)  # noqa: TRY400 - the message is the point
-            sys.exit(1)
-        except RetriableAPIError as error:
-            cls.logger.error(  # noqa: TRY400
+        except STOPS as error:
+            cls.stop(error)
+
+    @classmethod
+    def stop(cls, error: Exception) -> t.NoReturn:
+        """End the run on ``error`` with one paragraph saying what to do, and exit code 1."""
+        if isinstance(error, RetriableAPIError):
+            cls.logger.error(
                 "tap-scale stopped: %s. It kept failing through every try (the `max_tries` "
                 "setting); run the sync again later, it resumes from the last state.",
                 error,
             )
-            sys.exit(1)
-        except requests.RequestException as error:
+        elif isinstance(error, requests.RequestException):
             request = error.request
             endpoint = f"{request.method} {urlparse(str(request.url)).path}" if request else "Scale"
-            cls.logger.error(  # noqa: TRY400
+            cls.logger.error(
                 "tap-scale stopped: %s failed through every try (the `max_tries` setting) with "
                 "%s. Check the `api_url` setting and the network, then run the sync again; it "
                 "resumes from the last state.",
                 endpoint,
                 type(error).__name__,
             )
-            sys.exit(1)
+        elif isinstance(error, RecursionError):
+            cls.logger.error(
+                "tap-scale stopped: a record Scale sent%s nests deeper than the Singer SDK can "
+                "process (a few hundred levels; a task's `metadata` perhaps), so it cannot be "
+                "written. Ask Scale support to look at that partition's tasks; meanwhile leave its "
+                "project, batch or dataset out of the settings (`project_ids`, `batch_ids`, ...) "
+                "so that the rest syncs.",
+                whereabouts(),
+            )
+        elif isinstance(error, (MapExpressionError, StreamMapConfigError)):
+            cls.logger.error(
+                "tap-scale stopped: a stream map failed on a record: %s. Fix the `stream_maps` "
+                "setting (`meltano config set tap-scale stream_maps '...'`) and run again.",
+                error,
+            )
+        else:
+            cls.logger.error("tap-scale stopped: %s", error)
+        sys.exit(1)
+
+    @override
+    @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> t.Any:
+        """Read the `--config` files, each one's problem named, before the SDK merges them."""
+        for path in value:
+            if path != "ENV":
+                inputs.read_json_object(path, "config")
+        return super().cb_config(ctx, param, value)
+
+    @override
+    @classmethod
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
+        """Run `--test`, stopping as a sync stops: the SDK runs it in this callback, not invoke."""
+        try:
+            super().cb_test(ctx, param, value)
+        except STOPS as error:
+            cls.stop(error)
+
+    @override
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's command; `--state` and `--catalog` files are read with clear errors."""
+        command = super().get_singer_command()
+        for param in command.params:
+            if param.name in {"state", "catalog"}:
+                param.type = inputs.JsonObjectFile(param.name)
+        return command
+
+
+# What ends a run as one paragraph (`TapScale.stop`): refusals and failures of Scale's API, the
+# network, a record nested too deep to process, and stream maps that fail on a record. (Bad
+# input is an `InputError`, which the command line reports wherever it is raised.)
+STOPS = (
+    RecursionError,
+    FatalAPIError,
+    RetriableAPIError,
+    requests.RequestException,
+    MapExpressionError,
+    StreamMapConfigError,
+)

@@ -74,6 +74,11 @@ class DatasetDeliveriesStream(DeliveryListStream):
         # are post-processed).
         yield from map(dict, self.selection.dataset_deliveries(context["dataset"]))
 
+    @override
+    def task_count(self, record: dict[str, t.Any]) -> t.Any:
+        metadata = record.get("metadata")
+        return metadata.get("task_count") if isinstance(metadata, dict) else None
+
 
 class DatasetTasksStream(DeliveredTasksStream):
     """The tasks of each new dataset delivery, from ``GET /v2/datasets/tasks`` (paginated).
