@@ -104,8 +104,12 @@ class SyncProgress:
             self.retries += 1
 
     def announce(self, stream: str, context: Context, expected: int, label: str) -> None:
-        """Scale says the partition ``context`` of ``stream`` holds ``expected`` records."""
-        self._announced[stream, _key(context)] = SizedPartition(label, expected)
+        """Scale says the partition ``context`` of ``stream`` holds ``expected`` records.
+
+        Announced again, the partition's size and label change, even while it is being read.
+        """
+        partition = self._announced.setdefault((stream, _key(context)), SizedPartition(label, 0))
+        partition.label, partition.expected = label, expected
 
     def counter(self, stream: str, counter: metrics.Counter) -> metrics.Counter:
         """The SDK's record counter of a stream, counting for this progress too."""
