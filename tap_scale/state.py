@@ -91,13 +91,30 @@ _MOMENT_KEYS = (
 )
 
 
-def check_state(state: Mapping[str, t.Any], replication_keys: Mapping[str, str | None]) -> Findings:
+class ReplicationKey(t.NamedTuple):
+    """A stream's replication key, as its bookmarks must hold it."""
+
+    #: The key's name; None for a full-table stream, which keeps no bookmark values.
+    name: str | None
+    #: Whether its values are timestamps (most are) rather than ids (a response schema's).
+    moment: bool = True
+
+    @classmethod
+    def of(cls, name: str | None, schema: Mapping[str, t.Any]) -> ReplicationKey:
+        """The replication key ``name`` of a stream with this JSON ``schema``."""
+        field = schema.get("properties", {}).get(name, {}) if name else {}
+        return cls(name, moment=field.get("format") == "date-time")
+
+
+def check_state(
+    state: Mapping[str, t.Any], replication_keys: Mapping[str, ReplicationKey]
+) -> Findings:
     """Check a whole state against the shape the tap writes, before anything is synced.
 
-    ``replication_keys`` gives each stream's replication key (None for full-table streams).
-    Bookmarks must be timestamps the tap can read back, under the stream's own replication
-    key; a partition may appear once per stream. Streams the tap does not have are warned
-    about and ignored, as the SDK ignores them.
+    ``replication_keys`` gives each stream's replication key. Bookmarks must be values the tap
+    can read back (timestamps in range, where the key is a timestamp), under the stream's own
+    replication key; a partition may appear once per stream. Streams the tap does not have are
+    warned about and ignored, as the SDK ignores them.
     """
     validator = DEFAULT_JSONSCHEMA_VALIDATOR(STATE_SCHEMA)
     problems = [_state_shape_problem(error, state) for error in validator.iter_errors(state)]
@@ -115,7 +132,7 @@ def check_state(state: Mapping[str, t.Any], replication_keys: Mapping[str, str |
 
 
 def _stream_bookmark_problems(
-    stream: str, stream_state: Mapping[str, t.Any], replication_key: str | None
+    stream: str, stream_state: Mapping[str, t.Any], replication_key: ReplicationKey
 ) -> list[str]:
     """The values in one stream's part of the state the tap could not read back."""
     problems = _bookmark_problems(f"bookmarks.{stream}", stream_state, replication_key)
@@ -158,15 +175,15 @@ def _state_location(path: list[str | int], state: Mapping[str, t.Any]) -> str:
 
 
 def _bookmark_problems(
-    where: str, bookmark: Mapping[str, t.Any], replication_key: str | None
+    where: str, bookmark: Mapping[str, t.Any], replication_key: ReplicationKey
 ) -> list[str]:
     problems = []
-    key = bookmark.get("replication_key")
-    if isinstance(key, str) and key != replication_key:
-        expected = f"`{replication_key}`" if replication_key else "none (a full-table stream)"
-        problems.append(
-            f"{where} bookmarks `{key}`, but the stream's replication key is {expected}"
-        )
+    key, expected = bookmark.get("replication_key"), replication_key.name
+    if isinstance(key, str) and key != expected:
+        wanted = f"`{expected}`" if expected else "none (a full-table stream)"
+        problems.append(f"{where} bookmarks `{key}`, but the stream's replication key is {wanted}")
+    if not replication_key.moment:
+        return problems  # an id: any string serves (its type is checked with the shape)
     for name in _MOMENT_KEYS:
         value = bookmark.get(name)
         if not isinstance(value, str):
