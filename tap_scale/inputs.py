@@ -226,9 +226,12 @@ CATALOG_SCHEMA = {
 def check_catalog(catalog: Mapping[str, t.Any]) -> list[str]:
     """What keeps a catalog from being a Singer catalog the SDK can read."""
     validator = DEFAULT_JSONSCHEMA_VALIDATOR(CATALOG_SCHEMA)
+    # Checked as JSON: a catalog built in Python (the SDK's own `catalog_dict`) holds tuples
+    # where JSON has lists.
+    as_json = json.loads(json.dumps(catalog, default=str))
     return [
         shape_problem(location(error.path) or "the catalog", error)
-        for error in validator.iter_errors(catalog)
+        for error in validator.iter_errors(as_json)
     ]
 
 
