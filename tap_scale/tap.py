@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import gc
-import os
 import sys
 import typing as t
 from functools import cached_property
 from urllib.parse import urlparse
 
 import requests
-from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import (
@@ -20,7 +18,8 @@ from singer_sdk.exceptions import (
     StreamMapConfigError,
 )
 
-from tap_scale import inputs, settings, streams
+from tap_scale import settings, streams
+from tap_scale.checked_tap import CheckedTap
 from tap_scale.client import (
     DEFAULT_API_URL,
     DEFAULT_MAX_TRIES,
@@ -31,7 +30,6 @@ from tap_scale.inputs import InputError
 from tap_scale.models import TASK_STATUSES
 from tap_scale.progress import DEFAULT_INTERVAL, SyncProgress, whereabouts
 from tap_scale.selection import Selection
-from tap_scale.state import FIX_STATE, check_state
 from tap_scale.streams.tasks import DEFAULT_MAX_CONCURRENCY
 
 if sys.version_info >= (3, 12):
@@ -57,7 +55,7 @@ def _strings(name: str, description: str) -> th.Property[list[str]]:
     return th.Property(name, th.ArrayType(th.StringType), description=description)
 
 
-class TapScale(Tap):
+class TapScale(CheckedTap):
     """Singer tap for Scale AI's v2 data API."""
 
     name = "tap-scale"
@@ -163,85 +161,9 @@ class TapScale(Tap):
 
     @override
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Load and check the settings, the catalog and the state, each as a whole."""
-        # A catalog the SDK cannot read is reported once the settings have been checked.
-        catalog = kwargs.get("catalog")
-        catalog_problems = inputs.check_catalog(catalog) if isinstance(catalog, dict) else []
-        if catalog_problems:
-            kwargs["catalog"] = None
-        try:
-            super().__init__(*args, **kwargs)
-        except (MapExpressionError, StreamMapConfigError) as error:
-            msg = "The `stream_maps` setting cannot be used"
-            raise InputError(msg, [str(error)], settings.CHANGE_SETTINGS) from None
-        except ValueError:
-            # The SDK reads `--config ENV` settings before any check, and fails on the first
-            # one it cannot convert.
-            schema = self.config_jsonschema
-            problems = settings.environment_problems(schema, os.environ)
-            if kwargs.get("parse_env_config") and problems:
-                msg = "The settings in the environment cannot be used"
-                raise InputError(msg, problems, "Fix those variables and run again.") from None
-            raise
-        if catalog_problems:
-            msg = "The catalog cannot be used"
-            advice = (
-                "Pass the catalog `tap-scale --discover` writes, with streams selected in its "
-                "metadata (or let Meltano write it: `meltano select tap-scale ...`)."
-            )
-            raise InputError(msg, catalog_problems, advice)
+        """Load and check the settings, the catalog and the state (see `CheckedTap`)."""
+        super().__init__(*args, **kwargs)
         self.progress = SyncProgress(self.config.get("progress_interval", DEFAULT_INTERVAL))
-        if self.input_catalog is not None:
-            self._warn_about_catalog()
-
-    @override
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """Check the settings, every problem at once (the SDK's private hook for this).
-
-        The SDK checks the settings against `config_jsonschema` in this method, before it reads
-        the catalog and the state; the tap's check covers that schema and what it cannot say.
-        `tests/test_sdk_coupling.py` fails, naming it, if the SDK stops calling it.
-        """
-        schema = self.config_jsonschema
-        self.append_builtin_config(schema)
-        # The SDK's own check writes the defaults into the settings; this one does the same.
-        findings = settings.check_settings(self._config, schema)
-        # Discovery (`raise_errors` off) works whatever the settings: the sync reports them.
-        if raise_errors:
-            for warning in findings.warnings:
-                self.logger.warning("Settings: %s.", warning)
-            if findings.problems:
-                msg = "The settings cannot be used"
-                raise InputError(msg, findings.problems, settings.CHANGE_SETTINGS)
-        return findings.problems
-
-    @override
-    def load_state(self, state: dict[str, t.Any]) -> None:
-        """Check the whole state before the SDK loads it, and before any record."""
-        keys = {name: stream.replication_key for name, stream in self.streams.items()}
-        findings = check_state(state, keys)
-        for warning in findings.warnings:
-            self.logger.warning("State: %s.", warning)
-        if findings.problems:
-            msg = "The state cannot be used"
-            raise InputError(msg, findings.problems, FIX_STATE)
-        super().load_state(state)
-
-    def _warn_about_catalog(self) -> None:
-        catalog = t.cast("dict[str, t.Any]", self.input_catalog)
-        if unknown := sorted(set(catalog) - set(self.streams)):
-            self.logger.warning(
-                "The catalog names streams tap-scale does not have, which are ignored: %s. "
-                "Its streams: %s.",
-                ", ".join(unknown),
-                ", ".join(self.streams),
-            )
-        if not any(stream.selected for stream in self.streams.values()):
-            self.logger.warning(
-                "The catalog selects no stream: this run syncs nothing. Select streams with "
-                "`meltano select tap-scale <stream> '*'`, or with `\"selected\": true` in the "
-                "metadata of a stream's empty breadcrumb in the catalog."
-            )
 
     @override
     def discover_streams(self) -> list[Stream]:
@@ -344,31 +266,12 @@ class TapScale(Tap):
 
     @override
     @classmethod
-    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> t.Any:
-        """Read the `--config` files, each one's problem named, before the SDK merges them."""
-        for path in value:
-            if path != "ENV":
-                inputs.read_json_object(path, "config")
-        return super().cb_config(ctx, param, value)
-
-    @override
-    @classmethod
     def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
         """Run `--test`, stopping as a sync stops: the SDK runs it in this callback, not invoke."""
         try:
             super().cb_test(ctx, param, value)
         except STOPS as error:
             cls.stop(error)
-
-    @override
-    @classmethod
-    def get_singer_command(cls) -> click.Command:
-        """The SDK's command; `--state` and `--catalog` files are read with clear errors."""
-        command = super().get_singer_command()
-        for param in command.params:
-            if param.name in {"state", "catalog"}:
-                param.type = inputs.JsonObjectFile(param.name)
-        return command
 
 
 # What ends a run as one paragraph (`TapScale.stop`): refusals and failures of Scale's API, the

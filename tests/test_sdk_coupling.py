@@ -15,6 +15,7 @@ from pathlib import Path
 import backoff
 import pytest
 import singer_sdk
+from singer_sdk import Tap
 from singer_sdk.plugin_base import PluginBase
 
 from tap_scale.inputs import InputError
@@ -26,7 +27,7 @@ if t.TYPE_CHECKING:
 
 
 def test_the_sdk_checks_settings_in_its_private_validate_config_hook() -> None:
-    """`TapScale._validate_config` overrides `PluginBase._validate_config`, which the SDK calls."""
+    """`CheckedTap._validate_config` overrides `PluginBase._validate_config`, which the SDK runs."""
     assert "self._validate_config(" in inspect.getsource(PluginBase.__init__), (
         "PluginBase.__init__ no longer calls _validate_config: tap-scale's settings checks "
         "(tap_scale/settings.py) would not run"
@@ -40,6 +41,22 @@ def test_the_sdk_checks_settings_in_its_private_validate_config_hook() -> None:
     tap = TapScale(config={"api_key": "test_x"})
     assert tap.config["page_size"] == 100
     assert tap.config["opts"]
+
+
+def test_the_tap_sets_up_its_mapper_as_checked_tap_redoes_it() -> None:
+    """`CheckedTap.setup_mapper` redoes `Tap.setup_mapper`, for the selected streams only."""
+    body = [
+        line.strip()
+        for line in inspect.getsource(Tap.setup_mapper).splitlines()
+        if line.strip() and not line.strip().startswith(("def ", '"""', "@", "#"))
+    ]
+    assert body == [
+        "super().setup_mapper()",
+        "self.mapper.register_raw_streams_from_catalog(self.catalog)",
+    ], (
+        "Tap.setup_mapper changed: CheckedTap.setup_mapper (tap_scale/checked_tap.py) redoes "
+        "it and must do what it now does"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -230,6 +230,44 @@ def test_a_stream_map_that_does_not_parse_is_named(
     assert simulator.requests == []
 
 
+# A map of `tasks` naming `task_id`, as the README's "Stream maps and flattening" sets it.
+TASK_URL = {"tasks": {"sensitive_content_reports": "__NULL__", "task_url": "'scale:' + task_id"}}
+
+
+@pytest.mark.parametrize(
+    "stream_maps",
+    [
+        # singer-sdk 0.54 checked this map against the empty schema of the unselected `tasks`:
+        # a traceback before anything was read.
+        TASK_URL,
+        # With `__else__` null, the unselected parent `deliveries` was mapped away, and with it
+        # every delivery's tasks: rc 0 and nothing synced.
+        {"delivery_tasks": {"task_url": "'scale:' + task_id"}, "__else__": None},
+    ],
+)
+def test_a_stream_map_of_a_stream_not_selected_is_not_applied(
+    simulator: ScaleSimulator,
+    config: dict[str, t.Any],
+    tmp_path: Path,
+    stream_maps: dict[str, t.Any],
+) -> None:
+    settings = {**config, "stream_maps": stream_maps}
+    catalog = select(discover(tmp_path, settings), "delivery_tasks")
+    run = run_tap(tmp_path, settings, catalog=catalog)
+    delivered = {
+        task["task_id"]
+        for delivery in simulator.deliveries()
+        for task in simulator.delivery_tasks(delivery["id"])
+    }
+    synced = run.records("delivery_tasks")
+    assert {task["task_id"] for task in synced} == delivered
+    assert {m["stream"] for m in run.messages if m["type"] == "RECORD"} == {"delivery_tasks"}
+    # The selected stream's own map is applied.
+    mapped = "task_url" in stream_maps.get("delivery_tasks", {})
+    assert all(("task_url" in task) == mapped for task in synced)
+    assert "| WARNING " not in run.stderr
+
+
 @pytest.mark.parametrize("path", ["/v3", ""])
 def test_an_api_url_with_the_wrong_path_is_named_as_the_cause_of_a_404(
     simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path, path: str
