@@ -6,14 +6,16 @@ import json
 import re
 import subprocess
 import typing as t
-from pathlib import Path
 
+import pytest
+
+from tests import readme
 from tests.tap_run import TAP, TapRun, run_tap
 
 if t.TYPE_CHECKING:
-    from tap_scale.testing import ScaleSimulator
+    from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+    from tap_scale.testing import ScaleSimulator
 
 PROGRESS = re.compile(
     r"\| tap-scale\.progress +\| (?P<stream>\w+): (?P<records>[\d,]+) records so far in "
@@ -147,14 +149,16 @@ def test_a_host_name_that_does_not_resolve_stops_at_once_without_retries(
     assert not [m for m in run.messages if m["type"] == "RECORD"]
 
 
+@pytest.mark.readme("Logging")
 def test_logging_is_quieted_or_raised_as_the_readme_says(
     config: dict[str, t.Any], tmp_path: Path
 ) -> None:
     """Each command of the README's Logging section, run against the simulator."""
-    section = README.read_text().split("\n## Logging\n", 1)[1].split("\n## ", 1)[0]
-    (tmp_path / "logging.yaml").write_text(_block(section, "yaml"))
+    (yaml,) = [b for b in readme.blocks() if b.heading == "Logging" and b.language == "yaml"]
+    (tmp_path / "logging.yaml").write_text(yaml.text)
     (tmp_path / "config.json").write_text(json.dumps(config))
-    commands = [line for line in _block(section, "sh").splitlines() if line.strip()]
+    (shell,) = readme.owned_blocks("Logging", readme.claims())
+    commands = [line for line in shell.text.splitlines() if line.strip()]
     assert len(commands) == 2
     synced = len(run_tap(tmp_path, config).records("tasks"))
 
@@ -193,10 +197,6 @@ def _tasks_in(messages: Path) -> int:
     return sum(
         1 for line in lines if json.loads(line).get("stream") == "tasks" and '"RECORD"' in line
     )
-
-
-def _block(section: str, language: str) -> str:
-    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
 
 
 def _shell(tmp_path: Path, command: str) -> subprocess.CompletedProcess[str]:
