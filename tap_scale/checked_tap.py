@@ -14,7 +14,11 @@ import sys
 import typing as t
 
 from singer_sdk import Tap
-from singer_sdk.exceptions import MapExpressionError, StreamMapConfigError
+from singer_sdk.exceptions import (
+    ConfigValidationError,
+    MapExpressionError,
+    StreamMapConfigError,
+)
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.plugin_base import PluginBase
 from singer_sdk.singerlib import Catalog
@@ -56,6 +60,11 @@ class CheckedTap(Tap):
         except (MapExpressionError, StreamMapConfigError) as error:
             msg = "The `stream_maps` setting cannot be used"
             raise InputError(msg, [str(error)], settings.CHANGE_SETTINGS) from None
+        except ConfigValidationError as error:
+            # A check of the SDK's own beyond the tap's (as it sets up flattening, say).
+            msg = "The settings cannot be used"
+            problems = list(error.errors) or [str(error)]
+            raise InputError(msg, problems, settings.CHANGE_SETTINGS) from None
         except ValueError:
             # The SDK reads `--config ENV` settings before any check, and fails on the first
             # one it cannot convert.

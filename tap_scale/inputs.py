@@ -201,7 +201,16 @@ CATALOG_SCHEMA = {
                 "properties": {
                     "tap_stream_id": {"type": "string"},
                     "stream": {"type": "string"},
-                    "schema": {"type": "object"},
+                    "schema": {
+                        "type": "object",
+                        "required": ["properties"],
+                        "properties": {
+                            "properties": {
+                                "type": "object",
+                                "additionalProperties": {"type": ["object", "boolean"]},
+                            },
+                        },
+                    },
                     "key_properties": {"type": ["array", "null"], "items": {"type": "string"}},
                     "replication_key": {"type": ["string", "null"]},
                     "replication_method": {"type": ["string", "null"]},
@@ -212,7 +221,16 @@ CATALOG_SCHEMA = {
                             "required": ["breadcrumb", "metadata"],
                             "properties": {
                                 "breadcrumb": {"type": "array", "items": {"type": "string"}},
-                                "metadata": {"type": "object"},
+                                "metadata": {
+                                    "type": "object",
+                                    "properties": {
+                                        "selected": {"type": "boolean"},
+                                        "selected-by-default": {"type": "boolean"},
+                                        "inclusion": {
+                                            "enum": ["available", "automatic", "unsupported"]
+                                        },
+                                    },
+                                },
                             },
                         },
                     },
@@ -229,10 +247,27 @@ def check_catalog(catalog: Mapping[str, t.Any]) -> list[str]:
     # Checked as JSON: a catalog built in Python (the SDK's own `catalog_dict`) holds tuples
     # where JSON has lists.
     as_json = json.loads(json.dumps(catalog, default=str))
-    return [
+    problems = [
         shape_problem(location(error.path) or "the catalog", error)
         for error in validator.iter_errors(as_json)
     ]
+    if problems:
+        return problems
+    # Each stream's schema must be a JSON Schema, whose key properties it has.
+    meta = DEFAULT_JSONSCHEMA_VALIDATOR(DEFAULT_JSONSCHEMA_VALIDATOR.META_SCHEMA)
+    for number, stream in enumerate(as_json.get("streams", [])):
+        schema = stream.get("schema", {})
+        where = f"streams[{number}].schema"
+        problems += [
+            f"{location([where, *error.path])} is not a JSON Schema: {error.message}"
+            for error in meta.iter_errors(schema)
+        ]
+        problems += [
+            f"streams[{number}].key_properties names `{key}`, which its schema does not have"
+            for key in stream.get("key_properties") or []
+            if key not in schema.get("properties", {})
+        ]
+    return problems
 
 
 def location(path: Iterable[str | int]) -> str:

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import requests
 from singer_sdk.typing import DEFAULT_JSONSCHEMA_VALIDATOR, extend_validator_with_defaults
 
-from tap_scale.inputs import JSON_TYPES, Findings, shown, type_names
+from tap_scale.inputs import JSON_TYPES, Findings, json_type, shown, type_names
 from tap_scale.models import format_timestamp, parse_timestamp
 from tap_scale.state import moment_problem
 
@@ -59,6 +59,14 @@ SCALE_WORDS: dict[str, tuple[str, ...]] = {
 }
 # How close a name must be to a setting's to count as a misspelling of it (difflib's ratio).
 CLOSE_ENOUGH = 0.75
+# What the schemas leave open, checked with them: ranges for the SDK's own numeric settings
+# (its schema has none), and task_statuses with at least one status (an empty list would read
+# the default, completed, which nobody writing [] means).
+RULES: dict[str, dict[str, t.Any]] = {
+    "flattening_max_depth": {"minimum": 0, "maximum": 100},
+    "flattening_max_key_length": {"minimum": 1, "maximum": 10_000},
+    "task_statuses": {"minItems": 1},
+}
 
 
 def check_settings(
@@ -72,8 +80,12 @@ def check_settings(
     ``start_date`` in the tap's one timestamp form (a plain date is midnight UTC).
     """
     environ = os.environ if environ is None else environ
-    properties: Mapping[str, Mapping[str, t.Any]] = schema.get("properties", {})
-    validator = extend_validator_with_defaults(DEFAULT_JSONSCHEMA_VALIDATOR)(dict(schema))
+    properties: dict[str, Mapping[str, t.Any]] = {
+        name: {**setting, **RULES.get(name, {})}
+        for name, setting in schema.get("properties", {}).items()
+    }
+    schema = {**schema, "properties": properties}
+    validator = extend_validator_with_defaults(DEFAULT_JSONSCHEMA_VALIDATOR)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.path])
     # A value of the wrong type is reported as that alone, not also as out of its range.
     mistyped = {tuple(error.path) for error in errors if error.validator == "type"}
@@ -92,6 +104,11 @@ def check_settings(
     warnings: list[str] = []
     if "start_date" not in invalid and config.get("start_date") is not None:
         problems += _start_date_problems(config, warnings)
+    if config.get("flattening_enabled") is True and config.get("flattening_max_depth") is None:
+        problems.append(
+            "`flattening_enabled` is true, but `flattening_max_depth` is not set: set how many "
+            "levels of objects to flatten (1 for one)"
+        )
     unknown_problems, unknown_warnings = _unknown_settings(config, properties)
     return Findings(problems + unknown_problems, warnings + unknown_warnings)
 
@@ -99,17 +116,19 @@ def check_settings(
 _ENV_PREFIX = "TAP_SCALE_"
 
 
-def _schema_problem(error: ValidationError, properties: Mapping[str, Mapping[str, t.Any]]) -> str:
-    path = [str(part) for part in error.path]
-    if not path:
+def _schema_problem(  # noqa: PLR0911 - one sentence per JSON Schema keyword
+    error: ValidationError, properties: Mapping[str, Mapping[str, t.Any]]
+) -> str:
+    if not error.path:
         if error.validator == "required":
             return f"`{str(error.message).split(chr(39))[1]}` is missing; it is required"
         return f"the settings are {shown(error.instance)}, where an object is expected"
-    setting = properties.get(path[0], {})
-    where = f"`{path[0]}`" + "".join(f" item {int(part) + 1}" for part in path[1:])
+    setting = properties.get(str(error.path[0]), {})
+    where = _place(list(error.path))
     # A secret's value is never quoted, not even in part.
     secret = bool(setting.get("secret"))
-    written = f"a {type(error.instance).__name__}" if secret else shown(error.instance)
+    kind = JSON_TYPES.get(json_type(error.instance), "a value")
+    written = kind if secret else shown(error.instance)
     keyword, limit = str(error.validator), error.validator_value
     if keyword == "type":
         return f"{where} is {written}, {_wanted_type(error, secret=secret)}"
@@ -118,7 +137,26 @@ def _schema_problem(error: ValidationError, properties: Mapping[str, Mapping[str
     if keyword == "enum":
         allowed = ", ".join(map(str, t.cast("list[t.Any]", limit)))
         return f"{where}: {written} is not one of the values it takes ({allowed})"
-    return f"{where} is not valid ({keyword} {limit})"
+    if keyword in {"minLength", "minItems"} and limit == 1:
+        return f"{where} is empty"
+    if keyword in {"anyOf", "oneOf"}:
+        return f"{where} is {written}, which is none of the forms it takes"
+    if keyword == "required":
+        return f"{where} has no `{str(error.message).split(chr(39))[1]}`"
+    if keyword == "additionalProperties":
+        return f"{where}: {error.message}"
+    return f"{where} is {'not valid' if secret else written}: {error.message}"
+
+
+def _place(path: list[str | int]) -> str:
+    """A place in the settings as a person reads it: `batch_config.encoding` item 2."""
+    names = [str(path[0])]
+    while len(path) > len(names) and not isinstance(path[len(names)], int):
+        names.append(str(path[len(names)]))
+    items = path[len(names) :]
+    return f"`{'.'.join(names)}`" + "".join(
+        f" item {part + 1}" if isinstance(part, int) else f".{part}" for part in items
+    )
 
 
 _BOUNDS = {
@@ -184,7 +222,15 @@ def _api_url_problems(config: Mapping[str, t.Any]) -> list[str]:
         return [
             f"`api_url` {url_shown!r} is not a URL ({error}); Scale's API is at {DEFAULT_API_URL}"
         ]
+    if not api_url.strip():
+        return [f"`api_url` is empty; Scale's API is at {DEFAULT_API_URL}"]
     problems = []
+    # The tap appends each endpoint's path to api_url: a query or fragment would swallow it.
+    if url.query or url.fragment:
+        problems.append(
+            f"`api_url` {url_shown!r} carries a query or fragment (after ? or #); it takes the "
+            f"API's base URL alone, such as {DEFAULT_API_URL}"
+        )
     if url.username is not None or url.password is not None:
         problems.append(
             f"`api_url` {url_shown!r} carries a user name or password; the API key belongs in "

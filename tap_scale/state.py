@@ -119,6 +119,17 @@ def check_state(
     validator = DEFAULT_JSONSCHEMA_VALIDATOR(STATE_SCHEMA)
     problems = [_state_shape_problem(error, state) for error in validator.iter_errors(state)]
     warnings = []
+    if "singer_state" in state:
+        # What `meltano state get` prints: the tap would find no bookmarks in it, and read
+        # everything again.
+        problems.append(
+            "it is Meltano's wrapper around a state (`singer_state`); pass the value of its "
+            "`singer_state` key, or let `meltano run` pass the state"
+        )
+    elif unknown := sorted(set(state) - {"bookmarks"}):
+        warnings.append(
+            f"the state has keys tap-scale does not write ({', '.join(unknown)}); they are ignored"
+        )
     bookmarks = state.get("bookmarks")
     for stream, stream_state in bookmarks.items() if isinstance(bookmarks, dict) else ():
         if stream not in replication_keys:

@@ -258,7 +258,7 @@ class TapScale(CheckedTap):
             cls.logger.error(
                 "tap-scale stopped: a stream map failed on a record: %s. Fix the `stream_maps` "
                 "setting (`meltano config set tap-scale stream_maps '...'`) and run again.",
-                error,
+                str(error).rstrip("."),
             )
         else:
             cls.logger.error("tap-scale stopped: %s", error)

@@ -128,6 +128,16 @@ def test_every_bad_setting_is_reported_at_once_naming_the_setting_and_what_it_ta
         ("api_url", "https://api.scale.com:99999/v2", "is not a URL (Port out of range"),
         ("api_url", "https:///v2", "names no host"),
         ("api_url", "ftp://api.scale.com/v2", "must be an https:// URL"),
+        ("api_url", "", "`api_url` is empty"),
+        ("api_url", "https://api.scale.com/v2?team=ml", "carries a query or fragment"),
+        ("api_key", "", "`api_key` is empty"),
+        ("task_statuses", [], "`task_statuses` is empty"),
+        # The SDK's own settings, which its schema leaves without ranges or checks.
+        ("flattening_max_depth", -1, "less than the minimum of 0 (it takes 0 to 100)"),
+        ("flattening_max_depth", 10**9, "greater than the maximum of 100"),
+        ("flattening_enabled", True, "but `flattening_max_depth` is not set"),
+        ("stream_maps", {"tasks": "drop"}, "`stream_maps.tasks` is 'drop', which is none of"),
+        ("batch_config", {"encoding": {"format": "xml"}}, "`batch_config.encoding.format`: 'xml'"),
     ],
 )
 def test_a_setting_out_of_any_sane_range_is_refused_before_any_request(
@@ -139,7 +149,7 @@ def test_a_setting_out_of_any_sane_range_is_refused_before_any_request(
     problem: str,
 ) -> None:
     message = stopped(run_tap(tmp_path, {**config, setting: value}, check=False))
-    assert f"`{setting}`" in message
+    assert f"`{setting}" in message
     assert problem in message
     assert simulator.requests == []
 
@@ -150,7 +160,7 @@ def test_secrets_are_never_quoted_whatever_is_wrong_with_them(
     key = "live_0123456789abcdef"
     bad = {**config, "api_key": [key], "api_url": f"https://{key}:@api.scale.com/v2"}
     message = stopped(run_tap(tmp_path, bad, check=False))
-    assert "`api_key` is a list, which is not of type 'string'" in message
+    assert "`api_key` is a list (a JSON array), which is not of type 'string'" in message
     assert "'https://api.scale.com/v2' carries a user name or password" in message
     assert key not in message
     assert simulator.requests == []
@@ -299,7 +309,9 @@ def test_a_catalog_that_selects_nothing_warns_that_nothing_is_synced(
     config: dict[str, t.Any], tmp_path: Path
 ) -> None:
     catalog = select(discover(tmp_path, config))
-    catalog["streams"].append({"tap_stream_id": "taks", "schema": {}, "metadata": []})
+    catalog["streams"].append(
+        {"tap_stream_id": "taks", "schema": {"properties": {}}, "metadata": []}
+    )
     run = run_tap(tmp_path, config, catalog=catalog)
     assert not [m for m in run.messages if m["type"] == "RECORD"]
     logged = "\n".join(warnings(run))
@@ -315,6 +327,52 @@ def test_a_catalog_that_is_no_singer_catalog_is_named(
     assert "The catalog cannot be used (2 problems)" in message
     assert "streams[0].metadata is a string, where a list (a JSON array) is expected" in message
     assert "streams[1] has no `tap_stream_id`" in message
+    assert simulator.requests == []
+
+
+PROJECTS = {"type": "object", "properties": {"id": {"type": "string"}}}
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"schema": {}}, "streams[0].schema has no `properties`"),
+        (
+            {"schema": {"properties": ["id"]}},
+            "streams[0].schema.properties is a list (a JSON array), where an object",
+        ),
+        (
+            {"schema": {"properties": {"id": "string"}}},
+            "streams[0].schema.properties.id is a string, where an object or true or false",
+        ),
+        (
+            {"schema": {"properties": {"id": {"type": "text"}}}},
+            "streams[0].schema.properties.id.type is not a JSON Schema",
+        ),
+        (
+            {"schema": PROJECTS, "key_properties": ["project_id"]},
+            "streams[0].key_properties names `project_id`, which its schema does not have",
+        ),
+        (
+            {
+                "schema": PROJECTS,
+                "metadata": [{"breadcrumb": [], "metadata": {"selected": "yes"}}],
+            },
+            "streams[0].metadata[0].metadata.selected is a string, where true or false",
+        ),
+    ],
+)
+def test_a_catalog_stream_the_sdk_could_not_read_is_named(
+    simulator: ScaleSimulator,
+    config: dict[str, t.Any],
+    tmp_path: Path,
+    entry: dict[str, t.Any],
+    problem: str,
+) -> None:
+    catalog = {"streams": [{"tap_stream_id": "projects", "metadata": [], **entry}]}
+    message = stopped(run_tap(tmp_path, config, catalog=catalog, check=False))
+    assert "The catalog cannot be used" in message
+    assert problem in message
     assert simulator.requests == []
 
 
@@ -385,6 +443,19 @@ BOOKMARK = {"replication_key": "completed_at", "replication_key_value": "2025-01
                 }
             },
             "replication_key_value '0999-12-31T23:00:00-05:00' is out of range",
+        ),
+        (
+            {"bookmarks": {"tasks": {"partitions": [None]}}},
+            "bookmarks.tasks.partitions[0] is null, where an object is expected",
+        ),
+        (
+            {"bookmarks": {"tasks": {"progress_markers": "done"}}},
+            "bookmarks.tasks.progress_markers is a string, where an object is expected",
+        ),
+        (
+            # `meltano state get` prints the state inside this wrapper.
+            {"singer_state": {"bookmarks": {"tasks": {"partitions": []}}}},
+            "it is Meltano's wrapper around a state (`singer_state`)",
         ),
         (
             {"bookmarks": {"batches": {"partitions": [{"context": {"project": 7}}]}}},
