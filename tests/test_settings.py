@@ -7,6 +7,7 @@ state, at least before the first record, and never as a traceback.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -15,6 +16,8 @@ from datetime import date, timedelta
 
 import pytest
 
+from tap_scale.settings import check_settings
+from tap_scale.tap import TapScale
 from tests.tap_run import TAP, TapRun, discover, run_tap, select
 
 if t.TYPE_CHECKING:
@@ -185,6 +188,35 @@ def test_a_setting_misspelt_is_refused_but_a_custom_one_only_warned_about(
     )
     assert not any("_meltano_extra" in w for w in warnings(run))
     assert run.records("tasks")
+
+
+# Settings Meltano or the SDK hand every tap beside its own (`_`-names are an orchestrator's).
+SDK_SETTINGS = {
+    "stream_maps": {},
+    "stream_map_config": {},
+    "faker_config": {"seed": 1},
+    "flattening_enabled": False,
+    "flattening_max_depth": 1,
+    "flattening_max_key_length": 255,
+    "flattening_separator": "__",
+    "emit_activate_version_messages": False,
+    "user_agent": "tap-scale-tests",
+    "_sdc_extra": 1,
+}
+
+
+def test_settings_meltano_and_the_sdk_pass_are_neither_refused_nor_warned_about(
+    config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    run = run_tap(tmp_path, {**config, **SDK_SETTINGS})
+    assert not warnings(run)
+    assert run.records("tasks")
+    # `batch_config` too, which a run cannot carry here without writing BATCH files instead.
+    schema = copy.deepcopy(TapScale.config_jsonschema)
+    TapScale.append_builtin_config(schema)
+    batch = {"encoding": {"format": "jsonl"}, "storage": {"root": str(tmp_path)}}
+    findings = check_settings({**config, **SDK_SETTINGS, "batch_config": batch}, schema)
+    assert findings == ([], [])
 
 
 def test_start_date_as_a_plain_date_is_midnight_utc(
