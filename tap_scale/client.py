@@ -10,7 +10,7 @@ from functools import cached_property
 from http import HTTPStatus
 
 import backoff
-from singer_sdk import RESTStream
+from singer_sdk import RESTStream, metrics
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.helpers._state import SIGNPOST_MARKER
@@ -18,7 +18,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
-from tap_scale import transport
+from tap_scale import settings, transport
 from tap_scale.answers import (
     ScaleAPIError,
     ServerClock,
@@ -30,6 +30,7 @@ from tap_scale.answers import (
     usable_records,
 )
 from tap_scale.models import UNKNOWN_FIELDS, Columns, format_timestamp, parse_timestamp
+from tap_scale.sdk_logging import quiet
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -42,7 +43,9 @@ if t.TYPE_CHECKING:
     import requests
     from backoff.types import Details
     from singer_sdk.helpers.types import Context
+    from singer_sdk.tap_base import Tap
 
+    from tap_scale.progress import SyncProgress
     from tap_scale.selection import Selection
     from tap_scale.tap import TapScale
 
@@ -58,7 +61,7 @@ __all__ = [
     "scale_error_text",
 ]
 
-DEFAULT_API_URL = "https://api.scale.com/v2"
+DEFAULT_API_URL = settings.DEFAULT_API_URL
 DEFAULT_MAX_TRIES = 8
 DEFAULT_REQUEST_TIMEOUT = 120
 # The longest single wait between tries, whatever a Retry-After asks: a scheduled sync should
@@ -151,6 +154,30 @@ class ScaleStream(RESTStream[str | None]):
     id_key: str = "id"
 
     _repairs_logged = 0
+
+    @override
+    def __init__(self, tap: Tap, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(tap, *args, **kwargs)
+        quiet(self.logger)
+
+    @property
+    def progress(self) -> SyncProgress:
+        """The sync's progress, shared by every stream."""
+        return t.cast("TapScale", self._tap).progress
+
+    @override
+    def get_record_counter(
+        self, *, endpoint: str | None = None, log_interval: float = metrics.DEFAULT_LOG_INTERVAL
+    ) -> metrics.Counter:
+        counter = super().get_record_counter(endpoint=endpoint, log_interval=log_interval)
+        return self.progress.counter(self.name, counter)
+
+    @override
+    def log_sync_costs(self) -> None:
+        # The SDK calls this once per stream as the whole sync ends: the last call logs the
+        # sync's summary.
+        super().log_sync_costs()
+        self.progress.ended(self.name, streams=len(self._tap.streams))
 
     @override
     def post_process(
@@ -362,6 +389,7 @@ class ScaleStream(RESTStream[str | None]):
 
     @override
     def backoff_handler(self, details: Details) -> None:
+        self.progress.retried()
         error = details.get("exception")
         response = getattr(error, "response", None)
         request = response if response is not None else getattr(error, "request", None)
@@ -399,6 +427,28 @@ class ScaleStream(RESTStream[str | None]):
         yield from super().get_records(context)
 
     @override
+    def build_prepared_request(self, *args: t.Any, **kwargs: t.Any) -> requests.PreparedRequest:
+        self.progress.requested()
+        return super().build_prepared_request(*args, **kwargs)
+
+    @override
+    def request_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        try:
+            yield from super().request_records(context)
+        except RecursionError:
+            # Python's parsers recurse once per level of nesting, and stop at about a thousand:
+            # the same answer fails the same way on every try, so it is not retried.
+            partition = f", partition {dict(context)}" if context else ""
+            msg = (
+                f"Scale answered a request (stream {self.name}{partition}) with JSON nested "
+                "deeper than Python can read (about a thousand levels; a task's `metadata` "
+                "perhaps). Nothing after it in that partition can be read. Ask Scale support to "
+                "look at those tasks; meanwhile leave that project or batch out of the settings "
+                "(`project_ids`, `batch_ids`, ...) so that the rest syncs."
+            )
+            raise ScaleAPIError(msg) from None
+
+    @override
     def get_new_paginator(self) -> NextTokenPaginator:
         return NextTokenPaginator()
 
@@ -427,6 +477,9 @@ class ScaleStream(RESTStream[str | None]):
         if status >= HTTPStatus.BAD_REQUEST:
             text = scale_error_text(response)
             advice = FATAL_ADVICE.get(status, "")
+            if status == HTTPStatus.NOT_FOUND:
+                # A wrong `api_url` answers everything with 404, not only unknown ids.
+                advice = settings.not_found_advice(self.url_base, response) or advice
             msg = (
                 f"Scale answered {describe_request(response)} with HTTP {status}: {text}. {advice}"
             )

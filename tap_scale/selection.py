@@ -37,6 +37,10 @@ class Source:
         return {f"{self.kind}_id": self.id}
 
 
+# Batches listed per project when a configured one is unknown: one page of Scale's.
+BATCHES_LISTED = 100
+
+
 def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
@@ -112,15 +116,27 @@ class Selection:
             if error.status_code != HTTPStatus.NOT_FOUND:
                 raise
             setting = "batch_ids" if parameter == "batch_id" else "batch_names"
-            msg = (
-                f"Scale has no batch with {parameter} {value!r} that this API key can see. "
-                f"Check the `{setting}` setting. (Scale said: {error.scale_text})"
-            )
-            raise ScaleAPIError(msg) from None
+            what = f"batch with {parameter} {value!r}"
+            raise _not_found(what, setting, self._visible_batches()) from None
         if not isinstance(batch.get("id"), str):
             msg = f"Scale answered GET /v2/batch for {parameter} {value!r} without the batch's id."
             raise ScaleAPIError(msg)
         return str(batch["id"])
+
+    def _visible_batches(self) -> list[str]:
+        """Batches of the projects in scope, as a person would pick one: a first page of each."""
+        visible: list[str] = []
+        for project in self.projects:
+            body = self._fetch("/batches", {"project_id": project["id"], "limit": BATCHES_LISTED})
+            batches = body.get("batches") or []
+            visible += [
+                f"{batch.get('name')!r} ({batch.get('id')})"
+                for batch in batches
+                if isinstance(batch, dict)
+            ]
+            if body.get("next_token"):
+                visible.append(f"more in project {project.get('name')!r}")
+        return visible
 
     @cached_property
     def delivery_ids(self) -> frozenset[str] | None:

@@ -24,9 +24,15 @@ from urllib.parse import urlsplit
 
 import requests
 from singer_sdk.contrib.msgspec import MsgSpecWriter, serialize_jsonl
-from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.exceptions import (
+    FatalAPIError,
+    MapExpressionError,
+    RetriableAPIError,
+    StreamMapConfigError,
+)
 
 from tap_scale.answers import repair_strings
+from tap_scale.progress import whereabouts
 from tap_scale.redaction import redact_bytes
 from tap_scale.transport import RequestDeadlineExceeded
 
@@ -185,6 +191,23 @@ def run(invoke: Callable[[], None], logger: logging.Logger) -> None:
         sys.exit(EXIT_ERROR)
     except requests.RequestException as error:
         logger.error("tap-scale stopped: %s", _request_failed(error))  # noqa: TRY400
+        sys.exit(EXIT_ERROR)
+    except RecursionError:
+        logger.error(  # noqa: TRY400
+            "tap-scale stopped: a record Scale sent%s nests deeper than the Singer SDK can "
+            "process (a few hundred levels; a task's `metadata` perhaps), so it cannot be "
+            "written. Ask Scale support to look at that partition's tasks; meanwhile leave its "
+            "project, batch or dataset out of the settings (`project_ids`, `batch_ids`, ...) "
+            "so that the rest syncs.",
+            whereabouts(),
+        )
+        sys.exit(EXIT_ERROR)
+    except (MapExpressionError, StreamMapConfigError) as error:
+        logger.error(  # noqa: TRY400
+            "tap-scale stopped: a stream map failed on a record: %s. Fix the `stream_maps` "
+            "setting (`meltano config set tap-scale stream_maps '...'`) and run again.",
+            str(error).rstrip("."),
+        )
         sys.exit(EXIT_ERROR)
 
 

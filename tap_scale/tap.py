@@ -7,14 +7,12 @@ import gc
 import sys
 import typing as t
 from functools import cached_property
-from urllib.parse import urlparse
 
-from singer_sdk import Tap
 from singer_sdk import typing as th
-from singer_sdk.exceptions import ConfigValidationError
 
-from tap_scale import redaction, stops, streams
+from tap_scale import redaction, settings, stops, streams
 from tap_scale.answers import ServerClock
+from tap_scale.checked_tap import CheckedTap
 from tap_scale.client import (
     DEFAULT_API_URL,
     DEFAULT_MAX_RETRY_WAIT,
@@ -22,7 +20,9 @@ from tap_scale.client import (
     DEFAULT_REQUEST_TIMEOUT,
     ScaleStream,
 )
-from tap_scale.models import TASK_STATUSES, parse_timestamp
+from tap_scale.inputs import InputError
+from tap_scale.models import TASK_STATUSES
+from tap_scale.progress import DEFAULT_INTERVAL, SyncProgress
 from tap_scale.selection import Selection
 from tap_scale.streams.tasks import DEFAULT_MAX_CONCURRENCY
 
@@ -32,9 +32,15 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    import click
     from singer_sdk.streams import Stream
 
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# The ranges of numeric settings: beyond them a value is a typo, and some (a lookback of 2e9
+# minutes, a timeout of 1e12 seconds) would overflow the tap's own arithmetic.
+MAX_LOOKBACK_MINUTES = 525_600  # a year
+MAX_TRIES = 100
+MAX_REQUEST_TIMEOUT = 3_600
+MAX_PROGRESS_INTERVAL = 86_400
 
 OPTS = ("annotation_details", "attachment_details", "model_parameters", "submissions")
 
@@ -43,38 +49,7 @@ def _strings(name: str, description: str) -> th.Property[list[str]]:
     return th.Property(name, th.ArrayType(th.StringType), description=description)
 
 
-def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
-    """What is wrong with settings that pass their JSON Schema: one sentence for each."""
-    errors = []
-    api_key = str(config.get("api_key", ""))
-    # A key pasted with a newline or a space would be refused by the HTTP library with the key
-    # in its message; say so without echoing it.
-    if api_key != api_key.strip() or not api_key.isprintable() or not api_key.isascii():
-        errors.append(
-            "api_key has leading or trailing whitespace, or characters that cannot be sent in "
-            "an HTTP header; paste the key again exactly as Scale's dashboard shows it."
-        )
-    api_url = urlparse(str(config.get("api_url", DEFAULT_API_URL)))
-    # The key travels in a header: over plain HTTP anyone on the path could read it.
-    if api_url.scheme != "https" and not (
-        api_url.scheme == "http" and api_url.hostname in LOCAL_HOSTS
-    ):
-        errors.append(
-            f"api_url {api_url.geturl()!r} must be an https:// URL (plain http:// is accepted "
-            "only for localhost, e.g. a simulator): the API key would otherwise travel readable."
-        )
-    if start_date := config.get("start_date"):
-        try:
-            parse_timestamp(str(start_date))
-        except ValueError:
-            errors.append(
-                f"start_date {start_date!r} is not an ISO 8601 timestamp; "
-                "write it like 2025-01-31T00:00:00Z."
-            )
-    return errors
-
-
-class TapScale(Tap):
+class TapScale(CheckedTap):
     """Singer tap for Scale AI's v2 data API."""
 
     name = "tap-scale"
@@ -125,11 +100,12 @@ class TapScale(Tap):
             "start_date",
             th.DateTimeType,
             description="Earliest completed_at (tasks) or delivered_at (deliveries) to sync on a "
-            "first run (ISO 8601). Without it, a first run reads everything.",
+            "first run: an ISO 8601 timestamp, or a date (midnight UTC). Without it, a first run "
+            "reads everything.",
         ),
         th.Property(
             "lookback_minutes",
-            th.IntegerType(minimum=0),
+            th.IntegerType(minimum=0, maximum=MAX_LOOKBACK_MINUTES),
             default=5,
             description="Minutes re-read behind each bookmark, to catch tasks whose completion "
             "reaches the API late. Re-read tasks are emitted again; targets upsert them.",
@@ -142,7 +118,7 @@ class TapScale(Tap):
         ),
         th.Property(
             "max_tries",
-            th.IntegerType(minimum=1),
+            th.IntegerType(minimum=1, maximum=MAX_TRIES),
             default=DEFAULT_MAX_TRIES,
             description="Tries per request before giving up on 429s, 5xx, dropped connections, "
             "timeouts and unreadable bodies. Waits honour Retry-After (up to max_retry_wait), "
@@ -150,7 +126,7 @@ class TapScale(Tap):
         ),
         th.Property(
             "request_timeout",
-            th.IntegerType(minimum=1),
+            th.IntegerType(minimum=1, maximum=MAX_REQUEST_TIMEOUT),
             default=DEFAULT_REQUEST_TIMEOUT,
             description="Seconds Scale has to answer a request, body included, before it is "
             "tried again.",
@@ -177,11 +153,18 @@ class TapScale(Tap):
             description="Optional task properties Scale includes: annotation_details, "
             "attachment_details, model_parameters, submissions. All by default.",
         ),
+        th.Property(
+            "progress_interval",
+            th.IntegerType(minimum=0, maximum=MAX_PROGRESS_INTERVAL),
+            default=DEFAULT_INTERVAL,
+            description="Seconds between a stream's progress lines in the log (records so far, "
+            "rate, and for deliveries the share read and the time left); 0 for none.",
+        ),
     ).to_dict()
 
     @override
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Load and check the settings; what JSON Schema cannot say is checked here."""
+        """Load and check the settings, the catalog and the state (see `CheckedTap`)."""
         redaction.install()
         try:
             super().__init__(*args, **kwargs)
@@ -191,9 +174,7 @@ class TapScale(Tap):
             with contextlib.suppress(AttributeError):
                 redaction.register_settings(self.config, self.config_jsonschema)
         stops.handle_signals(self)
-        if kwargs.get("validate_config", True) and (errors := settings_errors(self.config)):
-            summary = "Config validation failed"
-            raise ConfigValidationError(summary, errors=errors)
+        self.progress = SyncProgress(self.config.get("progress_interval", DEFAULT_INTERVAL))
 
     @override
     def discover_streams(self) -> list[Stream]:
@@ -218,6 +199,18 @@ class TapScale(Tap):
     @cached_property
     def selection(self) -> Selection:
         """What this sync covers, resolved once and shared by every stream."""
+        # Before the first request: a mistyped host would otherwise be retried for minutes, as
+        # any connection failure is, before the same error.
+        api_url = str(self.config.get("api_url", DEFAULT_API_URL))
+        if unresolvable := settings.unresolvable_host(api_url):
+            msg = "The `api_url` setting cannot be used"
+            host, reason = unresolvable
+            problem = f"its host name {host!r} does not resolve ({reason})"
+            advice = (
+                f"Check it for a typo (Scale's API is at {DEFAULT_API_URL}) and this machine's "
+                "DNS settings, then run the sync again; nothing was synced."
+            )
+            raise InputError(msg, [problem], advice)
         # Any stream can make the lookups: they all share the config, the client and retries.
         client = t.cast("ScaleStream", self.streams["projects"])
         selection = Selection(self.config, client.fetch)
@@ -238,10 +231,16 @@ class TapScale(Tap):
     @override
     @classmethod
     def invoke(cls, **kwargs: t.Any) -> None:
-        """Run the CLI; every stop is one paragraph and an exit code (`tap_scale.stops`)."""
+        """Run the CLI; a failure the user can act on ends as one clear paragraph and exit 1."""
         # Each page of tasks is thousands of new dicts and lists, freed by reference counting
         # and never in cycles, yet CPython's cycle collector scanned them after every 700
         # allocations: a quarter of a sync's CPU. It now runs after 50,000 (cycles, which
         # requests and urllib3 do make, are still collected).
         gc.set_threshold(50_000, 20, 10)
         stops.run(lambda: super(TapScale, cls).invoke(**kwargs), cls.logger)
+
+    @override
+    @classmethod
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
+        """Run `--test`, stopping as a sync stops: the SDK runs it in this callback, not invoke."""
+        stops.run(lambda: super(TapScale, cls).cb_test(ctx, param, value), cls.logger)

@@ -74,6 +74,11 @@ class DatasetDeliveriesStream(DeliveryListStream):
         # are post-processed).
         yield from map(dict, self.selection.dataset_deliveries(context["dataset"]))
 
+    @override
+    def task_count(self, record: dict[str, t.Any]) -> t.Any:
+        metadata = record.get("metadata")
+        return metadata.get("task_count") if isinstance(metadata, dict) else None
+
 
 class DatasetTasksStream(DeliveredTasksStream):
     """The tasks of each new dataset delivery, from ``GET /v2/datasets/tasks`` (paginated).
@@ -121,6 +126,9 @@ class DatasetTasksStream(DeliveredTasksStream):
                 self.plans.update(dict.fromkeys(planned.deliveries, planned))
             # The first delivery of its dataset handed over reads for its whole plan.
             self.plans[delivery_id].read_with = delivery_id
+            if (span := self.plans[delivery_id]).task_count is not None:
+                label = f"{len(span.deliveries)} deliveries read together"
+                self.progress.announce(self.name, context, span.task_count, label)
         yield from super().get_records(context)
         if delivery_id in self.plans:
             self.plans[delivery_id].done = True
@@ -189,6 +197,8 @@ class Plan:
         self.read_with = next(iter(deliveries))
         #: Whether that partition has read them all.
         self.done = False
+        #: How many tasks Scale says the deliveries hold together, for a span (progress lines).
+        self.task_count: int | None = None
 
     @classmethod
     def alone(cls, delivery_id: str) -> Plan:
@@ -217,7 +227,7 @@ class Plan:
         alone = sum(max(1, math.ceil(counts[d["id"]] / page_size)) for d in pending)
         if max(1, math.ceil(inside / page_size)) >= alone:
             return None
-        return cls(
+        plan = cls(
             {d["id"]: format_timestamp(moments[d["id"]]) for d in pending},
             {
                 "dataset_id": dataset_id,
@@ -226,3 +236,5 @@ class Plan:
                 "delivered_before": format_timestamp(last + TIE_MARGIN),
             },
         )
+        plan.task_count = sum(counts[d["id"]] for d in pending)
+        return plan

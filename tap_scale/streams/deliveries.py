@@ -6,6 +6,7 @@ The two base classes here serve datasets too: a list of deliveries read incremen
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import typing as t
 from datetime import timedelta
@@ -112,6 +113,10 @@ class DeliveryListStream(ScaleStream):
         """The configured delivery ids, or None for every delivery."""
         raise NotImplementedError
 
+    def task_count(self, record: dict[str, t.Any]) -> t.Any:  # noqa: ANN401 - as Scale sent it
+        """How many tasks Scale says the delivery holds (for progress lines), as sent."""
+        return record.get("task_count")
+
     @override
     @property
     def replication_method(self) -> str:
@@ -182,7 +187,17 @@ class DeliveryListStream(ScaleStream):
             if isinstance(child, DeliveredTasksStream)
             and (child.selected or child.has_selected_descendents)
         ):
-            yield {"delivery": record["id"], "delivered_at": record["delivered_at"]}
+            child_context = {"delivery": record["id"], "delivered_at": record["delivered_at"]}
+            self._announce(record, child_context)
+            yield child_context
+
+    def _announce(self, record: dict[str, t.Any], child_context: Context) -> None:
+        """Tell the progress how many tasks Scale says the delivery holds, if it says."""
+        with contextlib.suppress(TypeError, ValueError):  # a count Scale did not send
+            count = int(self.task_count(record))
+            label = f"delivery {record.get('name') or record['id']!r}"
+            for child in self.child_streams:
+                self.progress.announce(child.name, child_context, count, label)
 
 
 class DeliveriesStream(DeliveryListStream):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 import typing as t
 from datetime import datetime, timedelta
@@ -27,21 +26,6 @@ DEFAULT_MAX_CONCURRENCY = 3
 
 # Only completed tasks carry a `completed_at`; the others are read in full on every run.
 INCREMENTAL_STATUS = "completed"
-
-
-class _NoBookmarkForOpenTasks(logging.Filter):
-    """Drop the SDK's per-record warning about a null replication value.
-
-    Tasks that are not completed have no `completed_at` by design, and their partitions are read
-    in full each run, so the warning would only repeat once for every such task.
-    """
-
-    @override
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "New replication value is null"
-
-
-logging.getLogger("singer_sdk").addFilter(_NoBookmarkForOpenTasks())
 
 
 class TaskRecordsStream(ScaleStream):

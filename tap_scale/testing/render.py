@@ -12,6 +12,7 @@ Everything returned is a fresh structure the caller may keep or change.
 
 from __future__ import annotations
 
+import re
 import typing as t
 
 from tap_scale.testing.content import task_errors, task_metadata, task_reports, task_threads
@@ -34,6 +35,27 @@ if t.TYPE_CHECKING:
     from tap_scale.testing.store import Store
 
 JsonObject = dict[str, t.Any]
+
+# Metadata nested deeper than Python's JSON encoder can write is rendered as this marker, and
+# written out as nested objects in the response's bytes (`nest_markers`).
+_NESTED = re.compile(rb'"__nested_metadata_(\d+)__"')
+
+
+def _nested_marker(levels: int) -> str:
+    return f"__nested_metadata_{levels}__"
+
+
+def nest_markers(body: bytes) -> bytes:
+    """A response body with each nested-metadata marker written out as that many levels."""
+    if b"__nested_metadata_" not in body:
+        return body
+
+    def nested(match: re.Match[bytes]) -> bytes:
+        levels = int(match[1])
+        return b'{"level":' * levels + b"0" + b"}" * levels
+
+    return _NESTED.sub(nested, body)
+
 
 ALL_OPTS = ("annotation_details", "attachment_details", "model_parameters", "submissions")
 _FIELDS_BEHIND_OPTS = {"model_parameters": "model_parameters", "submissions": "submissions"}
@@ -88,7 +110,8 @@ class Renderer:
         body["created_at"] = format_timestamp(task.created_at, fraction=task.precise)
         if task.completed_at is not None:
             body["completed_at"] = format_timestamp(task.completed_at, fraction=task.precise)
-        body["metadata"] = task_metadata(task.seed)
+        levels = self._store.nested_metadata.get(task.task_id)
+        body["metadata"] = task_metadata(task.seed) if levels is None else _nested_marker(levels)
         if task.status == "completed" and task.reported:
             # A reported task carries its reports instead of threads: no `threads` key at all.
             body["sensitive_content_reports"] = task_reports(task.seed)

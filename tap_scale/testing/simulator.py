@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 import time
@@ -20,7 +21,7 @@ from tap_scale.testing.api import (
 from tap_scale.testing.data import World
 from tap_scale.testing.faults import Faults
 from tap_scale.testing.prerender import STATS_PATH, PrerenderedApi, TaskQuery
-from tap_scale.testing.render import ALL_OPTS, Renderer
+from tap_scale.testing.render import ALL_OPTS, Renderer, nest_markers
 from tap_scale.testing.server import Outcome, SimulatorHTTPServer, respond_with_faults
 
 if t.TYPE_CHECKING:
@@ -148,6 +149,9 @@ class ScaleSimulator:
                 return Outcome(error_reply(401, UNAUTHORIZED))
             return Outcome(json_reply(200, self.serving_stats))
         outcome = respond_with_faults(self._api, self.faults, (method, path, params, authorization))
+        if outcome.reply is not None and self._store.nested_metadata:
+            reply = dataclasses.replace(outcome.reply, body=nest_markers(outcome.reply.body))
+            outcome = dataclasses.replace(outcome, reply=reply)
         # The key travels in a header, which is never logged; one pasted into the URL is masked.
         entry = {
             "method": method,
@@ -429,6 +433,19 @@ class ScaleSimulator:
         tasks = self._world.complete_tasks(project_id, count, completed_at=completed_at)
         self._world_changed()
         return self._rendered(tasks)
+
+    def nest_metadata(self, task_id: str, levels: int) -> None:
+        """Serve this task's `metadata` as objects nested `levels` deep, as a customer may send.
+
+        Written into the response bytes, so any depth can be served, however deep Python's
+        own JSON encoder could go.
+        """
+        with self._store.lock:
+            if task_id not in self._store.tasks:
+                message = f"unknown task {task_id!r}"
+                raise ValueError(message)
+            self._store.nested_metadata[task_id] = levels
+        self._world_changed()
 
     def deliver(self, project_id: str, task_ids: list[str], name: str | None = None) -> JsonObject:
         """Deliver completed tasks of a project now; returns the new Delivery."""

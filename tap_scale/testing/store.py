@@ -51,6 +51,8 @@ class Store:
         self.dataset_tasks: dict[str, DatasetTaskRecord] = {}
         self.tasks_of_dataset: dict[str, SortedIndex] = defaultdict(SortedIndex)
         self.tasks_of_dataset_delivery: dict[str, SortedIndex] = {}
+        # Tasks whose metadata is served nested this many levels deep (`nested_metadata`).
+        self.nested_metadata: dict[str, int] = {}
 
     def add_project(self, project: ProjectRecord, batches: Iterable[BatchRecord]) -> None:
         """Add a project with its batches."""
