@@ -92,7 +92,18 @@ def page_body(
         return t.cast("dict[str, t.Any]", cached)
     try:
         body = msgspec.json.decode(response.content)
-    except (ValueError, RecursionError) as strict_error:  # msgspec's DecodeError is a ValueError
+    except RecursionError:
+        # JSON nested deeper than any Python parser can go (msgspec's and json's limits are
+        # both about a thousand levels): the same answer fails the same way on every try.
+        msg = (
+            f"Scale answered {describe_request(response)} with JSON nested deeper than Python "
+            "can read (about a thousand levels; a task's `metadata` perhaps). Nothing after it "
+            "in that partition can be read. Ask Scale support to look at those tasks; meanwhile "
+            "leave that project or batch out of the settings (`project_ids`, `batch_ids`, ...) "
+            "so that the rest syncs."
+        )
+        raise ScaleAPIError(msg) from None
+    except ValueError as strict_error:  # msgspec's DecodeError is a ValueError
         body, repairs = _lenient_json(response.content)
         if body is None:
             msg = (
@@ -116,7 +127,7 @@ def _lenient_json(content: bytes) -> tuple[t.Any, list[tuple[str | int, ...]]]:
     """The body as Python's own reader takes it, repaired; None if it is not JSON at all."""
     try:
         body = json.loads(content.decode("utf-8", errors="replace"))
-    except (ValueError, RecursionError):
+    except ValueError:
         return None, []
     return body, repair_strings(body)
 

@@ -432,23 +432,6 @@ class ScaleStream(RESTStream[str | None]):
         return super().build_prepared_request(*args, **kwargs)
 
     @override
-    def request_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        try:
-            yield from super().request_records(context)
-        except RecursionError:
-            # Python's parsers recurse once per level of nesting, and stop at about a thousand:
-            # the same answer fails the same way on every try, so it is not retried.
-            partition = f", partition {dict(context)}" if context else ""
-            msg = (
-                f"Scale answered a request (stream {self.name}{partition}) with JSON nested "
-                "deeper than Python can read (about a thousand levels; a task's `metadata` "
-                "perhaps). Nothing after it in that partition can be read. Ask Scale support to "
-                "look at those tasks; meanwhile leave that project or batch out of the settings "
-                "(`project_ids`, `batch_ids`, ...) so that the rest syncs."
-            )
-            raise ScaleAPIError(msg) from None
-
-    @override
     def get_new_paginator(self) -> NextTokenPaginator:
         return NextTokenPaginator()
 
