@@ -259,6 +259,100 @@ RESPONSE_SCHEMA = stream_schema(
     ),
 )
 
+# --- Rows derived from tasks (tap_scale.task_rows) ----------------------------------------------
+
+# The task's columns on every row: rows join to their task and carry the version they came from.
+_TASK_COLUMNS = (
+    th.Property("task_id", th.StringType, required=True),
+    _str("project"),
+    _str("batch"),
+    th.Property("completed_at", th.DateTimeType),
+)
+# Rows of delivered tasks also say which delivery brought them, and when.
+_DELIVERY_COLUMNS = (
+    th.Property("delivery", th.StringType, required=True),
+    th.Property("delivered_at", th.DateTimeType),
+)
+
+
+def _int(name: str) -> th.Property[int]:
+    return th.Property(name, th.IntegerType)
+
+
+# Where an annotation or a ranking sits (`task_rows.LEVELS`), and the ids and positions (from 0)
+# of what it sits on; null where they do not apply.
+_PLACE_COLUMNS = (
+    _str("level"),
+    _str("thread_id"),
+    _str("turn_id"),
+    _int("turn_index"),
+    _int("message_index"),
+    _str("source_id"),
+    _int("chunk_index"),
+    _int("rubric_index"),
+    _str("criterion_definition_id"),
+    _str("criterion"),
+)
+
+_MESSAGE_COLUMNS = (
+    _str("thread_id"),
+    _str("turn_id"),
+    _int("turn_index"),
+    _int("message_index"),
+    _str("role"),
+    _str("source_id"),
+    _str("text"),
+    _str("model"),
+    th.Property("model_parameters", MODEL_PARAMETERS),
+    th.Property("content", MESSAGE_CONTENT),
+    th.Property("rubric_evaluations", _array(RUBRIC_EVALUATION)),
+)
+
+# An annotation's value whole (`value`), and typed in the one column its type gives it, so that
+# targets make numeric, boolean and text columns that need no cast.
+_ANNOTATION_COLUMNS = (
+    th.Property("annotation_id", th.StringType, required=True),
+    *_PLACE_COLUMNS,
+    _str("key"),
+    _str("type"),
+    _str("title"),
+    _str("description"),
+    th.Property("labels", _array(th.StringType)),
+    th.Property("not_applicable", th.BooleanType),
+    th.Property("cannot_assess", th.BooleanType),
+    _str("justification"),
+    th.Property("metadata", ANNOTATION_METADATA),
+    th.Property("possible_values", _array(ANY_JSON)),
+    th.Property("value", ANY_JSON),
+    th.Property("value_number", th.NumberType),
+    th.Property("value_boolean", th.BooleanType),
+    th.Property("value_text", th.StringType),
+    th.Property("value_texts", _array(th.StringType)),
+)
+
+_PREFERENCE_COLUMNS = (
+    th.Property("annotation_id", th.StringType, required=True),
+    *_PLACE_COLUMNS,
+    _str("key"),
+    _str("type"),
+    th.Property("preferred", th.StringType, required=True),
+    th.Property("rejected", th.StringType, required=True),
+    _int("preferred_rank"),
+    _int("rejected_rank"),
+    th.Property("tie", th.BooleanType),
+)
+
+TASK_MESSAGE = th.PropertiesList(*_TASK_COLUMNS, *_MESSAGE_COLUMNS)
+TASK_ANNOTATION = th.PropertiesList(*_TASK_COLUMNS, *_ANNOTATION_COLUMNS)
+TASK_PREFERENCE = th.PropertiesList(*_TASK_COLUMNS, *_PREFERENCE_COLUMNS)
+DELIVERY_TASK_MESSAGE = th.PropertiesList(*_DELIVERY_COLUMNS, *_TASK_COLUMNS, *_MESSAGE_COLUMNS)
+DELIVERY_TASK_ANNOTATION = th.PropertiesList(
+    *_DELIVERY_COLUMNS, *_TASK_COLUMNS, *_ANNOTATION_COLUMNS
+)
+DELIVERY_TASK_PREFERENCE = th.PropertiesList(
+    *_DELIVERY_COLUMNS, *_TASK_COLUMNS, *_PREFERENCE_COLUMNS
+)
+
 # --- Datasets -----------------------------------------------------------------------------------
 
 DATASET = stream_schema(th.Property("id", th.StringType, required=True), _str("name"))
