@@ -481,6 +481,23 @@ def test_added_and_completed_tasks_are_served(fresh: ScaleSimulator) -> None:
     assert now[0]["completed_at"] == now[1]["completed_at"]
 
 
+def test_reworked_tasks_are_completed_again_with_new_annotations(fresh: ScaleSimulator) -> None:
+    project_id = fresh.projects[0]["id"]
+    old = fresh.tasks(project_id=project_id, status="completed")[:2]
+    moment = datetime(2031, 6, 1, tzinfo=timezone.utc)
+    fresh.rework_tasks(project_id, [task["task_id"] for task in old], completed_at=moment)
+    for before in old:
+        after = call(fresh, "/task", task_id=before["task_id"], opts=ALL_OPTS).json()
+        assert after["completed_at"] == "2031-06-01T00:00:00.000Z"
+        now, then = (
+            {a["id"] for th in v["threads"] for a in th["annotations"]} for v in (after, before)
+        )
+        assert now
+        assert not now & then
+    with pytest.raises(ValueError, match="not a completed task"):
+        fresh.rework_tasks(project_id, ["task_unknown"])
+
+
 def test_tasks_added_mid_pagination_never_repeat(fresh: ScaleSimulator) -> None:
     project_id = fresh.projects[0]["id"]
     served: list[str] = []
