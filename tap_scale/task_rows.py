@@ -3,21 +3,122 @@
 Scale nests what raters produce four levels deep (thread, turn, message, content chunk) and
 beside the messages in rubrics (a turn's criterion definitions, a message's rubric evaluations
 and their criterion evaluations). Analysts count messages, annotations and preferences, so each
-becomes one row here, carrying the task's columns (``base``) and where it sits.
+becomes one row here: the task's columns, where it sits, and what it holds.
 
 Pure functions of one task record: no I/O, nothing kept between tasks. A task arrives as Scale
 sent it, so every part may be missing or of an unexpected type; such parts yield no rows instead
 of failing the sync (the task itself still carries them whole).
+
+Rows are msgspec Structs, whose fields are their stream's columns in order: a task has dozens of
+rows, and a Struct is built and encoded in half the time of a dict. A field that does not apply
+(None) is left out of the row's JSON (`omit_defaults`), which targets store as null.
 """
 
 from __future__ import annotations
 
 import typing as t
 
+import msgspec
+
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
-Row = dict[str, t.Any]
+Json = dict[str, t.Any]
+
+
+class TaskColumns(msgspec.Struct, omit_defaults=True):
+    """The task's columns that begin every row; the delivery's only for delivered tasks."""
+
+    delivery: str | None = None
+    delivered_at: str | None = None
+    task_id: str | None = None
+    project: str | None = None
+    batch: str | None = None
+    completed_at: str | None = None
+
+
+class MessageRow(TaskColumns, omit_defaults=True):
+    """One message of one turn of one thread."""
+
+    thread_id: t.Any = None
+    turn_id: t.Any = None
+    turn_index: int | None = None
+    message_index: int | None = None
+    role: t.Any = None
+    source_id: t.Any = None
+    text: str | None = None
+    model: str | None = None
+    model_parameters: t.Any = None
+    content: t.Any = None
+    rubric_evaluations: t.Any = None
+
+
+class _Placed(TaskColumns, omit_defaults=True):
+    """A row about one annotation: its id, and where it sits (`PLACE_COLUMNS`)."""
+
+    annotation_id: str | None = None
+    level: str | None = None
+    thread_id: t.Any = None
+    turn_id: t.Any = None
+    turn_index: int | None = None
+    message_index: int | None = None
+    source_id: t.Any = None
+    chunk_index: int | None = None
+    rubric_index: int | None = None
+    criterion_definition_id: t.Any = None
+    criterion: str | None = None
+    key: t.Any = None
+    type: t.Any = None
+
+
+class AnnotationRow(_Placed, omit_defaults=True):
+    """One annotation, its value whole and in the typed column its type gives it."""
+
+    title: t.Any = None
+    description: t.Any = None
+    labels: t.Any = None
+    not_applicable: t.Any = None
+    cannot_assess: t.Any = None
+    justification: t.Any = None
+    metadata: t.Any = None
+    possible_values: t.Any = None
+    value: t.Any = None
+    value_number: t.Any = None
+    value_boolean: t.Any = None
+    value_text: t.Any = None
+    value_texts: t.Any = None
+
+
+class PreferenceRow(_Placed, omit_defaults=True):
+    """One ordered pair of a ranking: the preferred choice, the rejected one, their ranks."""
+
+    preferred: str | None = None
+    rejected: str | None = None
+    preferred_rank: int | None = None
+    rejected_rank: int | None = None
+    tie: bool | None = None
+
+
+Row = MessageRow | AnnotationRow | PreferenceRow
+Base = tuple[t.Any, t.Any, t.Any, t.Any, t.Any, t.Any]
+# Where a list of annotations sits: the values of `PLACE_COLUMNS`, in order.
+Place = tuple[t.Any, t.Any, t.Any, t.Any, t.Any, t.Any, t.Any, t.Any, t.Any, t.Any]
+# Where a message sits: thread_id, turn_id, turn_index, message_index, source_id.
+MessageAt = tuple[t.Any, t.Any, int, int, t.Any]
+
+
+def task_columns(record: Json) -> Base:
+    """The values of `TaskColumns` for a task record (a delivered task's carries its delivery)."""
+    get = record.get
+    return (
+        get("delivery"),
+        get("delivered_at"),
+        get("task_id"),
+        get("project"),
+        get("batch"),
+        get("completed_at"),
+    )
+
 
 #: Where an annotation can sit, in Scale's own words.
 LEVELS = (
@@ -43,7 +144,6 @@ PLACE_COLUMNS = (
     "criterion_definition_id",
     "criterion",
 )
-_NOWHERE: Row = dict.fromkeys(PLACE_COLUMNS)
 
 #: Scale's twelve annotation types, by the typed column their value lands in (None: `value` only).
 #: Rubric ratings and criteria are objects: their `score` and `weight` are the numbers.
@@ -61,18 +161,14 @@ TYPED_COLUMNS: Mapping[str, str | None] = {
     "rubric_rating": "value_number",  # its `score`
     "workspace_container": None,
 }
-_NUMBER_IN_OBJECT = {"rubric_criteria": "weight", "rubric_rating": "score"}
 VALUE_COLUMNS = ("value_number", "value_boolean", "value_text", "value_texts")
 
-RANKING_TYPES = frozenset({"ranked_choices", "ranked_groups"})
 
-
-def _dicts(items: object) -> Iterator[tuple[int, Row]]:
+def _dicts(items: object) -> list[tuple[int, Json]]:
     """The objects of a list with their positions; anything else holds none."""
-    if isinstance(items, list):
-        for index, item in enumerate(items):
-            if isinstance(item, dict):
-                yield index, item
+    if not isinstance(items, list):
+        return []
+    return [(index, item) for index, item in enumerate(items) if isinstance(item, dict)]
 
 
 def _text(value: object) -> str | None:
@@ -82,8 +178,9 @@ def _text(value: object) -> str | None:
 # --- Messages -----------------------------------------------------------------------------------
 
 
-def message_rows(task: Row, base: Row) -> Iterator[Row]:
+def message_rows(task: Json) -> Iterator[MessageRow]:
     """One row per message of every turn of every thread of the task."""
+    base = task_columns(task)
     for _, thread in _dicts(task.get("threads")):
         thread_id = thread.get("id")
         for turn_index, turn in _dicts(thread.get("turns")):
@@ -91,120 +188,124 @@ def message_rows(task: Row, base: Row) -> Iterator[Row]:
             for message_index, message in _dicts(turn.get("messages")):
                 content = message.get("content")
                 parameters = message.get("model_parameters")
-                yield {
-                    **base,
-                    "thread_id": thread_id,
-                    "turn_id": turn_id,
-                    "turn_index": turn_index,
-                    "message_index": message_index,
-                    "role": message.get("role"),
-                    "source_id": message.get("source_id"),
-                    "text": _text(content.get("text")) if isinstance(content, dict) else None,
-                    "model": (
-                        _text(parameters.get("model")) if isinstance(parameters, dict) else None
-                    ),
-                    "model_parameters": parameters,
-                    "content": content,
-                    "rubric_evaluations": message.get("rubric_evaluations"),
-                }
+                yield MessageRow(
+                    *base,
+                    thread_id=thread_id,
+                    turn_id=turn_id,
+                    turn_index=turn_index,
+                    message_index=message_index,
+                    role=message.get("role"),
+                    source_id=message.get("source_id"),
+                    text=_text(content.get("text")) if isinstance(content, dict) else None,
+                    model=_text(parameters.get("model")) if isinstance(parameters, dict) else None,
+                    model_parameters=parameters,
+                    content=content,
+                    rubric_evaluations=message.get("rubric_evaluations"),
+                )
 
 
 # --- Where annotations sit ----------------------------------------------------------------------
 
 
-def places(task: Row) -> Iterator[tuple[Row, object, str]]:
-    """Every list of annotations in the task: (its place columns, the list, its JSON Pointer).
+def places(task: Json) -> Iterator[tuple[Place, list[t.Any], str]]:
+    """Every list of annotations in the task: (its `Place`, the list, its JSON Pointer).
 
     The pointer (RFC 6901, into the task) names the list's position, for annotations Scale sent
-    without an id.
+    without an id. Empty lists, the most common, are passed over.
     """
     for thread_index, thread in _dicts(task.get("threads")):
+        thread_id = thread.get("id")
         thread_path = f"/threads/{thread_index}"
-        thread_place = {**_NOWHERE, "thread_id": thread.get("id")}
-        yield {**thread_place, "level": "thread"}, thread.get("annotations"), thread_path
+        if listed := _annotations(thread):
+            place: Place = ("thread", thread_id, None, None, None, None, None, None, None, None)
+            yield place, listed, thread_path
         for turn_index, turn in _dicts(thread.get("turns")):
+            turn_id = turn.get("id")
             turn_path = f"{thread_path}/turns/{turn_index}"
-            turn_place = {**thread_place, "turn_id": turn.get("id"), "turn_index": turn_index}
-            yield {**turn_place, "level": "turn"}, turn.get("annotations"), turn_path
-            criteria = yield from _criterion_definitions(turn, turn_place, turn_path)
+            if listed := _annotations(turn):
+                place = ("turn", thread_id, turn_id, turn_index, None, None, None, None, None, None)
+                yield place, listed, turn_path
+            criteria = yield from _criterion_definitions(turn, thread_id, turn_index, turn_path)
             for message_index, message in _dicts(turn.get("messages")):
+                # Where the message sits: a place's columns up to `source_id`.
+                at = (thread_id, turn_id, turn_index, message_index, message.get("source_id"))
                 message_path = f"{turn_path}/messages/{message_index}"
-                message_place = {
-                    **turn_place,
-                    "message_index": message_index,
-                    "source_id": message.get("source_id"),
-                }
+                yield from _message_places(message, at, message_path, criteria)
+
+
+def _message_places(
+    message: Json, at: MessageAt, message_path: str, criteria: Mapping[str, str | None]
+) -> Iterator[tuple[Place, list[t.Any], str]]:
+    """The lists of annotations on a message, its content's chunks and its rubric evaluations."""
+    if listed := _annotations(message):
+        yield ("message", *at, None, None, None, None), listed, message_path
+    content = message.get("content")
+    if isinstance(content, dict):
+        for chunk_index, chunk in _dicts(content.get("chunks")):
+            if listed := _annotations(chunk):
+                path = f"{message_path}/content/chunks/{chunk_index}"
+                yield ("chunk", *at, chunk_index, None, None, None), listed, path
+    for rubric_index, evaluation in _dicts(message.get("rubric_evaluations")):
+        path = f"{message_path}/rubric_evaluations/{rubric_index}"
+        if listed := _annotations(evaluation):
+            yield ("rubric_evaluation", *at, None, rubric_index, None, None), listed, path
+        for index, criterion_evaluation in _dicts(evaluation.get("criteria_evaluations")):
+            if listed := _annotations(criterion_evaluation):
+                definition_id = criterion_evaluation.get("criterion_definition_id")
+                # The criterion's text, from the turn's rubric that defines it.
+                criterion = criteria.get(definition_id) if isinstance(definition_id, str) else None
                 yield (
-                    {**message_place, "level": "message"},
-                    message.get("annotations"),
-                    message_path,
+                    ("criterion_evaluation", *at, None, rubric_index, definition_id, criterion),
+                    listed,
+                    f"{path}/criteria_evaluations/{index}",
                 )
-                content = message.get("content")
-                if isinstance(content, dict):
-                    for chunk_index, chunk in _dicts(content.get("chunks")):
-                        yield (
-                            {**message_place, "level": "chunk", "chunk_index": chunk_index},
-                            chunk.get("annotations"),
-                            f"{message_path}/content/chunks/{chunk_index}",
-                        )
-                yield from _rubric_evaluations(message, message_place, message_path, criteria)
+
+
+def _annotations(holder: Json) -> list[t.Any]:
+    """The annotations listed on a thread, turn, message, chunk or rubric part; maybe none."""
+    listed = holder.get("annotations")
+    return listed if isinstance(listed, list) else []
 
 
 def _criterion_definitions(
-    turn: Row, turn_place: Row, turn_path: str
-) -> t.Generator[tuple[Row, object, str], None, dict[str, object]]:
+    turn: Json, thread_id: object, turn_index: int, turn_path: str
+) -> t.Generator[tuple[Place, list[t.Any], str], None, dict[str, str | None]]:
     """The annotations of a turn's rubric criteria; returns each criterion's text by its id."""
-    criteria: dict[str, object] = {}
+    criteria: dict[str, str | None] = {}
+    turn_id = turn.get("id")
     for rubric_index, rubric in _dicts(turn.get("rubrics")):
         for index, definition in _dicts(rubric.get("criteria_definitions")):
             definition_id = definition.get("id")
             criterion = _text(definition.get("criterion"))
             if isinstance(definition_id, str):
                 criteria[definition_id] = criterion
-            place = {
-                **turn_place,
-                "level": "criterion_definition",
-                "rubric_index": rubric_index,
-                "criterion_definition_id": definition_id,
-                "criterion": criterion,
-            }
-            path = f"{turn_path}/rubrics/{rubric_index}/criteria_definitions/{index}"
-            yield place, definition.get("annotations"), path
+            if listed := _annotations(definition):
+                place = (
+                    "criterion_definition",
+                    thread_id,
+                    turn_id,
+                    turn_index,
+                    None,
+                    None,
+                    None,
+                    rubric_index,
+                    definition_id,
+                    criterion,
+                )
+                path = f"{turn_path}/rubrics/{rubric_index}/criteria_definitions/{index}"
+                yield place, listed, path
     return criteria
 
 
-def _rubric_evaluations(
-    message: Row, message_place: Row, message_path: str, criteria: Mapping[str, object]
-) -> Iterator[tuple[Row, object, str]]:
-    for rubric_index, evaluation in _dicts(message.get("rubric_evaluations")):
-        path = f"{message_path}/rubric_evaluations/{rubric_index}"
-        place = {**message_place, "rubric_index": rubric_index}
-        yield {**place, "level": "rubric_evaluation"}, evaluation.get("annotations"), path
-        for index, criterion_evaluation in _dicts(evaluation.get("criteria_evaluations")):
-            definition_id = criterion_evaluation.get("criterion_definition_id")
-            yield (
-                {
-                    **place,
-                    "level": "criterion_evaluation",
-                    "criterion_definition_id": definition_id,
-                    # The criterion's text, from the turn's rubric that defines it.
-                    "criterion": (
-                        criteria.get(definition_id) if isinstance(definition_id, str) else None
-                    ),
-                },
-                criterion_evaluation.get("annotations"),
-                f"{path}/criteria_evaluations/{index}",
-            )
-
-
-def located_annotations(task: Row) -> Iterator[tuple[Row, str, Row]]:
-    """Every annotation of the task: (its place columns, its id, the annotation)."""
+def located_annotations(task: Json) -> Iterator[tuple[Place, str, Json]]:
+    """Every annotation of the task: (its `Place`, its id, the annotation)."""
     for place, listed, path in places(task):
-        for index, annotation in _dicts(listed):
-            yield place, annotation_id(annotation, path, index), annotation
+        for index, annotation in enumerate(listed):
+            if isinstance(annotation, dict):
+                yield place, annotation_id(annotation, path, index), annotation
 
 
-def annotation_id(annotation: Row, list_path: str, index: int) -> str:
+def annotation_id(annotation: Json, list_path: str, index: int) -> str:
     """The annotation's own id, or, when Scale sent none, its JSON Pointer in the task.
 
     Scale omits ids when a task is read without the `annotation_details` opt.
@@ -216,68 +317,116 @@ def annotation_id(annotation: Row, list_path: str, index: int) -> str:
 # --- Annotations --------------------------------------------------------------------------------
 
 
-def typed_value(annotation_type: object, value: object) -> Row:
-    """The value in the column its annotation type gives it; the other typed columns null.
+TypedValue = tuple[object, object, object, object]
+_UNTYPED: TypedValue = (None, None, None, None)
+# Exact types: JSON gives no subclasses, and a boolean is not a number here.
+_NUMBERS = frozenset({int, float})
+
+
+def _number(value: object) -> TypedValue:
+    return (value, None, None, None) if type(value) in _NUMBERS else _UNTYPED
+
+
+def _boolean(value: object) -> TypedValue:
+    return (None, value, None, None) if type(value) is bool else _UNTYPED
+
+
+def _string(value: object) -> TypedValue:
+    return (None, None, value, None) if type(value) is str else _UNTYPED
+
+
+def _strings(value: object) -> TypedValue:
+    if type(value) is list and all(type(item) is str for item in value):
+        return (None, None, None, value)
+    return _UNTYPED
+
+
+def _number_in(name: str) -> t.Callable[[object], TypedValue]:
+    return lambda value: _number(value.get(name)) if type(value) is dict else _UNTYPED
+
+
+def _untyped(_: object) -> TypedValue:
+    return _UNTYPED
+
+
+def _by_json_type(value: object) -> TypedValue:
+    """For a type this release does not know, or none: the column the JSON value fits."""
+    for typed in (_number, _boolean, _string, _strings):
+        if (result := typed(value)) is not _UNTYPED:
+            return result
+    return _UNTYPED
+
+
+# How each of the twelve types is typed; the keys are those of `TYPED_COLUMNS`.
+_TYPERS: Mapping[str, t.Callable[[object], TypedValue]] = {
+    "integer": _number,
+    "boolean": _boolean,
+    "text": _string,
+    "category": _string,
+    "category_multiple": _strings,
+    "ranked_choices": _strings,
+    "ranked_groups": _untyped,
+    "labeled_text": _untyped,
+    "file": _untyped,
+    "rubric_criteria": _number_in("weight"),
+    "rubric_rating": _number_in("score"),
+    "workspace_container": _untyped,
+}
+
+
+def typed_value(annotation_type: object, value: object) -> TypedValue:
+    """The value in the column its annotation type gives it (`VALUE_COLUMNS` order), else None.
 
     A value of another JSON type than its annotation type promises is left untyped (it stays
     whole in `value`): nothing is converted, so a typed value always equals the raw one. With no
     type (tasks read without `annotation_details`) or a type newer than this release, the value
     is typed by its JSON type alone.
     """
-    typed = dict.fromkeys(VALUE_COLUMNS)
-    if isinstance(annotation_type, str) and annotation_type in TYPED_COLUMNS:
-        column = TYPED_COLUMNS[annotation_type]
-        if annotation_type in _NUMBER_IN_OBJECT:
-            value = (
-                value.get(_NUMBER_IN_OBJECT[annotation_type]) if isinstance(value, dict) else None
-            )
-        if column is not None and _json_column(value) == column:
-            typed[column] = value
-    elif (column := _json_column(value)) is not None:
-        typed[column] = value
-    return typed
+    typer = _TYPERS.get(annotation_type) if type(annotation_type) is str else None
+    return (typer or _by_json_type)(value)
 
 
-def _json_column(value: object) -> str | None:
-    """The typed column a JSON value fits, if any."""
-    if isinstance(value, bool):
-        return "value_boolean"
-    if isinstance(value, (int, float)):
-        return "value_number"
-    if isinstance(value, str):
-        return "value_text"
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return "value_texts"
-    return None
-
-
-def annotation_row(base: Row, place: Row, identifier: str, annotation: Row) -> Row:
+def annotation_row(base: Base, place: Place, identifier: str, annotation: Json) -> AnnotationRow:
     """The row of one annotation: the task's columns, where it sits, and its fields."""
-    value = annotation.get("value")
-    annotation_type = annotation.get("type")
-    return {
-        **base,
-        "annotation_id": identifier,
-        **place,
-        "key": annotation.get("key"),
-        "type": annotation_type,
-        "title": annotation.get("title"),
-        "description": annotation.get("description"),
-        "labels": annotation.get("labels"),
-        "not_applicable": annotation.get("not_applicable"),
-        "cannot_assess": annotation.get("cannot_assess"),
-        "justification": annotation.get("justification"),
-        "metadata": annotation.get("metadata"),
-        "possible_values": annotation.get("possible_values"),
-        "value": value,
-        **typed_value(annotation_type, value),
-    }
+    get = annotation.get
+    value = get("value")
+    annotation_type = get("type")
+    # Positional, in the order of the fields: the fastest way to build a Struct.
+    return AnnotationRow(
+        *base,
+        identifier,
+        *place,
+        get("key"),
+        annotation_type,
+        get("title"),
+        get("description"),
+        get("labels"),
+        get("not_applicable"),
+        get("cannot_assess"),
+        get("justification"),
+        get("metadata"),
+        get("possible_values"),
+        value,
+        *typed_value(annotation_type, value),
+    )
 
 
-def annotation_rows(task: Row, base: Row) -> Iterator[Row]:
+def annotation_rows_at(
+    base: Base, place: Place, listed: list[t.Any], path: str
+) -> list[AnnotationRow]:
+    """The rows of the annotations of one list (`places`)."""
+    return [
+        annotation_row(base, place, annotation_id(annotation, path, index), annotation)
+        for index, annotation in enumerate(listed)
+        if isinstance(annotation, dict)
+    ]
+
+
+def annotation_rows(task: Json) -> Iterator[AnnotationRow]:
     """One row per annotation of the task, at every level, with its value typed."""
-    for place, identifier, annotation in located_annotations(task):
-        yield annotation_row(base, place, identifier, annotation)
+    base = task_columns(task)
+    for place, listed, path in places(task):
+        yield from annotation_rows_at(base, place, listed, path)
 
 
 # --- Preferences --------------------------------------------------------------------------------
@@ -317,32 +466,48 @@ def pairs(annotation_type: object, value: object) -> Iterator[tuple[str, str, in
             yield preferred, rejected, preferred_rank, rejected_rank
 
 
-def ranking_rows(base: Row, place: Row, identifier: str, annotation: Row) -> Iterator[Row]:
+def ranking_rows(
+    base: Base, place: Place, identifier: str, annotation: Json
+) -> list[PreferenceRow]:
     """The preference rows of one annotation: its ordered pairs if it is a ranking, else none."""
     annotation_type = annotation.get("type")
-    if not (isinstance(annotation_type, str) and annotation_type in RANKING_TYPES):
-        return
-    identity = {
-        **base,
-        "annotation_id": identifier,
-        **place,
-        "key": annotation.get("key"),
-        "type": annotation_type,
-    }
-    for preferred, rejected, preferred_rank, rejected_rank in pairs(
-        annotation_type, annotation.get("value")
-    ):
-        yield {
-            **identity,
-            "preferred": preferred,
-            "rejected": rejected,
-            "preferred_rank": preferred_rank,
-            "rejected_rank": rejected_rank,
-            "tie": preferred_rank == rejected_rank,
-        }
+    # Compared, not looked up in a set: a malformed type may be unhashable.
+    if annotation_type != "ranked_choices" and annotation_type != "ranked_groups":  # noqa: PLR1714
+        return []
+    key = annotation.get("key")
+    return [
+        PreferenceRow(
+            *base,
+            identifier,
+            *place,
+            key,
+            annotation_type,
+            preferred,
+            rejected,
+            preferred_rank,
+            rejected_rank,
+            preferred_rank == rejected_rank,
+        )
+        for preferred, rejected, preferred_rank, rejected_rank in pairs(
+            annotation_type, annotation.get("value")
+        )
+    ]
 
 
-def preference_rows(task: Row, base: Row) -> Iterator[Row]:
+def preference_rows_at(
+    base: Base, place: Place, listed: list[t.Any], path: str
+) -> list[PreferenceRow]:
+    """The preference rows of the rankings in one list of annotations (`places`)."""
+    return [
+        row
+        for index, annotation in enumerate(listed)
+        if isinstance(annotation, dict)
+        for row in ranking_rows(base, place, annotation_id(annotation, path, index), annotation)
+    ]
+
+
+def preference_rows(task: Json) -> Iterator[PreferenceRow]:
     """One row per ordered pair of every ranking annotation of the task, wherever it sits."""
-    for place, identifier, annotation in located_annotations(task):
-        yield from ranking_rows(base, place, identifier, annotation)
+    base = task_columns(task)
+    for place, listed, path in places(task):
+        yield from preference_rows_at(base, place, listed, path)

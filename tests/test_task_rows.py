@@ -10,15 +10,30 @@ from __future__ import annotations
 import copy
 import typing as t
 
+import msgspec
 import pytest
 
 from tap_scale import task_rows
-from tap_scale.models import TASK_ANNOTATION, TASK_MESSAGE, TASK_PREFERENCE
+from tap_scale.models import (
+    DELIVERY_TASK_ANNOTATION,
+    DELIVERY_TASK_MESSAGE,
+    DELIVERY_TASK_PREFERENCE,
+    TASK_ANNOTATION,
+    TASK_MESSAGE,
+    TASK_PREFERENCE,
+)
 from tap_scale.testing import ScaleSimulator
 from tap_scale.testing.annotations import ANNOTATION_TYPES
 
+if t.TYPE_CHECKING:
+    from singer_sdk import typing as th
+
 Row = dict[str, t.Any]
-BASE = {"task_id": "task_1", "project": "project_1", "batch": None, "completed_at": "2025-01-01"}
+
+
+def derive_rows(derive: t.Callable[[Row], t.Iterable[msgspec.Struct]], task: Row) -> list[Row]:
+    """A task's rows of one kind, each as a dict of every column (None where it does not apply)."""
+    return [msgspec.structs.asdict(row) for row in derive(task)]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +58,7 @@ def every_annotation(node: object, path: str = "") -> t.Iterator[tuple[str, Row]
 
 def test_every_annotation_of_every_task_is_one_row(scale_tasks: list[Row]) -> None:
     for task in scale_tasks:
-        rows = list(task_rows.annotation_rows(task, BASE))
+        rows = list(derive_rows(task_rows.annotation_rows, task))
         expected = {annotation["id"]: annotation for _, annotation in every_annotation(task)}
         assert sorted(row["annotation_id"] for row in rows) == sorted(expected)
         for row in rows:
@@ -71,7 +86,7 @@ def assert_typed_as_raw(row: Row, annotation: Row) -> None:
 
 def test_every_message_of_every_task_is_one_row(scale_tasks: list[Row]) -> None:
     for task in scale_tasks:
-        rows = list(task_rows.message_rows(task, BASE))
+        rows = list(derive_rows(task_rows.message_rows, task))
         messages = [
             (thread["id"], turn["id"], index, message)
             for thread in task.get("threads") or ()
@@ -88,15 +103,37 @@ def test_every_message_of_every_task_is_one_row(scale_tasks: list[Row]) -> None:
             assert (row["role"], row["source_id"]) == (message["role"], message["source_id"])
 
 
-def test_rows_have_exactly_the_columns_of_their_schema(scale_tasks: list[Row]) -> None:
-    task = next(t for t in scale_tasks if list(task_rows.preference_rows(t, BASE)))
-    for rows, schema in (
-        (task_rows.message_rows(task, BASE), TASK_MESSAGE),
-        (task_rows.annotation_rows(task, BASE), TASK_ANNOTATION),
-        (task_rows.preference_rows(task, BASE), TASK_PREFERENCE),
-    ):
-        for row in rows:
-            assert list(row) == list(schema.to_dict()["properties"])
+@pytest.mark.parametrize(
+    ("row_type", "schema", "delivered"),
+    [
+        (task_rows.MessageRow, TASK_MESSAGE, DELIVERY_TASK_MESSAGE),
+        (task_rows.AnnotationRow, TASK_ANNOTATION, DELIVERY_TASK_ANNOTATION),
+        (task_rows.PreferenceRow, TASK_PREFERENCE, DELIVERY_TASK_PREFERENCE),
+    ],
+)
+def test_rows_have_exactly_the_columns_of_their_schemas(
+    row_type: type[msgspec.Struct], schema: th.PropertiesList, delivered: th.PropertiesList
+) -> None:
+    fields = list(row_type.__struct_fields__)
+    assert fields == list(delivered.to_dict()["properties"])
+    # Rows of `tasks` leave the delivery's columns out (they are None).
+    assert [f for f in fields if f not in {"delivery", "delivered_at"}] == list(
+        schema.to_dict()["properties"]
+    )
+    assert row_type.__struct_config__.omit_defaults
+
+
+def test_rows_hold_what_their_task_holds_in_their_columns(scale_tasks: list[Row]) -> None:
+    task = next(t for t in scale_tasks if derive_rows(task_rows.preference_rows, t))
+    for derive in (task_rows.message_rows, task_rows.annotation_rows, task_rows.preference_rows):
+        for row in derive_rows(derive, task):
+            assert (row["task_id"], row["project"]) == (task["task_id"], task["project"])
+            assert (row["batch"], row["completed_at"]) == (task["batch"], task["completed_at"])
+            assert (row["delivery"], row["delivered_at"]) == (None, None)
+    delivered = {**task, "delivery": "delivery_1", "delivered_at": "2025-02-03T04:05:06Z"}
+    for derive in (task_rows.message_rows, task_rows.annotation_rows, task_rows.preference_rows):
+        for row in derive_rows(derive, delivered):
+            assert (row["delivery"], row["delivered_at"]) == ("delivery_1", "2025-02-03T04:05:06Z")
 
 
 def ranking(annotation_type: str, value: object, annotation_id: str = "an_1") -> Row:
@@ -108,7 +145,7 @@ def ranking(annotation_type: str, value: object, annotation_id: str = "an_1") ->
 def pairs(task: Row) -> list[tuple[str, str, int, int, bool]]:
     return [
         (r["preferred"], r["rejected"], r["preferred_rank"], r["rejected_rank"], r["tie"])
-        for r in task_rows.preference_rows(task, BASE)
+        for r in derive_rows(task_rows.preference_rows, task)
     ]
 
 
@@ -218,7 +255,7 @@ def test_a_ranking_row_says_where_it_sits() -> None:
             }
         ]
     }
-    (row,) = task_rows.preference_rows(task, BASE)
+    (row,) = derive_rows(task_rows.preference_rows, task)
     assert {
         k: row[k]
         for k in ("level", "thread_id", "turn_id", "turn_index", "message_index", "source_id")
@@ -267,9 +304,10 @@ def test_a_ranking_row_says_where_it_sits() -> None:
 def test_a_value_is_typed_by_its_annotation_type(
     annotation_type: str | None, value: object, typed: Row
 ) -> None:
-    assert {
-        k: v for k, v in task_rows.typed_value(annotation_type, value).items() if v is not None
-    } == typed
+    columns = zip(
+        task_rows.VALUE_COLUMNS, task_rows.typed_value(annotation_type, value), strict=True
+    )
+    assert {column: v for column, v in columns if v is not None} == typed
 
 
 def test_every_annotation_type_has_its_typed_column() -> None:
@@ -282,7 +320,7 @@ def test_annotations_without_ids_are_named_by_their_place(scale_tasks: list[Row]
     for pointer, annotation in every_annotation(task):
         del annotation["id"]
         pointers.append(pointer)
-    ids = [row["annotation_id"] for row in task_rows.annotation_rows(task, BASE)]
+    ids = [row["annotation_id"] for row in derive_rows(task_rows.annotation_rows, task)]
     assert sorted(ids) == sorted(pointers)
 
 
@@ -332,15 +370,15 @@ def test_annotations_without_ids_are_named_by_their_place(scale_tasks: list[Row]
     ],
 )
 def test_a_malformed_task_yields_the_rows_it_can_and_never_fails(task: Row) -> None:
-    list(task_rows.message_rows(task, BASE))
-    list(task_rows.annotation_rows(task, BASE))
-    list(task_rows.preference_rows(task, BASE))
+    list(derive_rows(task_rows.message_rows, task))
+    list(derive_rows(task_rows.annotation_rows, task))
+    list(derive_rows(task_rows.preference_rows, task))
 
 
 def test_a_message_with_odd_parts_keeps_them_whole() -> None:
     message = {"role": "assistant", "content": {"text": 3}, "model_parameters": {"model": 7}}
     task = {"threads": [{"id": "th", "turns": [{"id": "tu", "messages": [message]}]}]}
-    (row,) = task_rows.message_rows(task, BASE)
+    (row,) = derive_rows(task_rows.message_rows, task)
     assert (row["text"], row["model"]) == (None, None)
     assert (row["content"], row["model_parameters"]) == (
         message["content"],
@@ -375,7 +413,7 @@ def test_rubric_rows_name_their_criterion() -> None:
     }
     turn = {"id": "tu", "messages": [message], "rubrics": [{"criteria_definitions": [definition]}]}
     task = {"threads": [{"id": "th", "turns": [turn]}]}
-    rows = {row["annotation_id"]: row for row in task_rows.annotation_rows(task, BASE)}
+    rows = {row["annotation_id"]: row for row in derive_rows(task_rows.annotation_rows, task)}
     assert {
         k: (
             r["level"],

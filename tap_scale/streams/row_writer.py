@@ -4,9 +4,9 @@ The SDK has no public way for one stream to write another stream's records, so t
 only this module, calls two of the SDK's private methods, ``Stream._write_schema_message`` and
 ``Stream._write_record_message`` (``tests/test_task_rows_streams.py`` fails, naming them, if they
 change). Rows of a stream with no stream map and no deselected field (the usual case) are encoded
-here instead, a task's rows in one write, byte for byte as the SDK would write them (the same
-test compares them): the SDK's path costs about 25 µs a row, more than deriving the row does, and
-a task has dozens of rows.
+here instead, a task's rows in one write, byte for byte as the SDK would write the same record
+(the same test compares them): the SDK's path costs about 25 µs a row, more than deriving the
+row does, and a task has dozens of rows.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ if t.TYPE_CHECKING:
 
     from tap_scale.streams.task_rows import TaskRowsStream
 
-Row = dict[str, t.Any]
-
 #: The SDK's private methods used here, named once for the guard test.
 PRIVATE_SDK_METHODS = ("_write_schema_message", "_write_record_message")
 
@@ -34,12 +32,15 @@ _encode_into = msgspec.json.Encoder().encode_into
 
 
 class RowOutput:
-    """Where one selected stream's rows go: Singer RECORD messages on stdout."""
+    """One selected stream's rows, as Singer RECORD messages."""
 
     def __init__(self, stream: TaskRowsStream) -> None:
+        """Choose how the stream's rows are written, and announce its schema."""
         self.stream = stream
+        # What a stream map sees: every column, null where the row leaves it out.
+        self._columns = dict.fromkeys(stream.schema["properties"])
         maps = stream.stream_maps
-        # Written here when the SDK would write each row unchanged; otherwise by the SDK itself.
+        # Encoded here when the SDK would write each row unchanged; otherwise by the SDK itself.
         self.direct = (
             len(maps) == 1
             and type(maps[0]) is SameRecordTransform
@@ -50,22 +51,20 @@ class RowOutput:
         self._prefix = b'{"type":"RECORD","stream":' + alias + b',"record":'
         stream._write_schema_message()  # noqa: SLF001 - see the module's docstring
 
-    def write(self, rows: Iterable[Row], extracted_at: bytes) -> None:
-        """Write the rows of one task, extracted at that moment (encoded as JSON)."""
+    def add(self, rows: Iterable[task_rows.Row], suffix: bytes, payload: bytearray) -> None:
+        """Append the rows' messages to ``payload`` (the SDK writes them at once if it must).
+
+        ``suffix`` ends each message: the moment the rows were extracted, and a newline.
+        """
         if not self.direct:
             for row in rows:
-                self.stream._write_record_message(row)  # noqa: SLF001 - see the module's docstring
+                record = {**self._columns, **msgspec.to_builtins(row)}
+                self.stream._write_record_message(record)  # noqa: SLF001 - see the module's docstring
             return
-        payload = bytearray()
-        suffix = b',"time_extracted":' + extracted_at + b"}\n"
         for row in rows:
             payload += self._prefix
             _encode_into(row, payload, -1)
             payload += suffix
-        if payload:
-            # As the SDK's writer writes each message: to stdout's buffer, flushed.
-            sys.stdout.buffer.write(payload)
-            sys.stdout.flush()
 
 
 class TaskRowsWriter:
@@ -77,28 +76,35 @@ class TaskRowsWriter:
         self._messages = outputs.get("messages")
         self._annotations = outputs.get("annotations")
         self._preferences = outputs.get("preferences")
-        self._columns = streams[0].task_columns if streams else ()
 
-    def write(self, task: Row) -> None:
-        """Write the task's rows to each selected stream."""
+    def write(self, task: task_rows.Json) -> None:
+        """Write the task's rows to each selected stream: one write to stdout for them all.
+
+        One write, not one per message as the SDK makes, because each write lets the threads
+        reading pages ahead take the interpreter, and taking it back costs more than the write.
+        """
         if not (self._messages or self._annotations or self._preferences):
             return
-        base = {name: task.get(name) for name in self._columns}
+        base = task_rows.task_columns(task)
         # Every row of a task was extracted at once: the moment is encoded once per task.
-        extracted_at = msgspec.json.encode(datetime.now(timezone.utc))
+        suffix = b',"time_extracted":' + msgspec.json.encode(datetime.now(timezone.utc)) + b"}\n"
+        payload = bytearray()
         if self._messages:
-            self._messages.write(task_rows.message_rows(task, base), extracted_at)
-        if not (self._annotations or self._preferences):
-            return
-        # One walk over the task's annotations serves both streams.
-        annotations: list[Row] = []
-        preferences: list[Row] = []
-        for place, identifier, annotation in task_rows.located_annotations(task):
+            self._messages.add(task_rows.message_rows(task), suffix, payload)
+        if self._annotations or self._preferences:
+            # One walk over the task's annotations serves both streams.
+            annotations: list[task_rows.AnnotationRow] = []
+            preferences: list[task_rows.PreferenceRow] = []
+            for place, listed, path in task_rows.places(task):
+                if self._annotations:
+                    annotations += task_rows.annotation_rows_at(base, place, listed, path)
+                if self._preferences:
+                    preferences += task_rows.preference_rows_at(base, place, listed, path)
             if self._annotations:
-                annotations.append(task_rows.annotation_row(base, place, identifier, annotation))
+                self._annotations.add(annotations, suffix, payload)
             if self._preferences:
-                preferences.extend(task_rows.ranking_rows(base, place, identifier, annotation))
-        if self._annotations:
-            self._annotations.write(annotations, extracted_at)
-        if self._preferences:
-            self._preferences.write(preferences, extracted_at)
+                self._preferences.add(preferences, suffix, payload)
+        if payload:
+            # As the SDK's message writer writes: to stdout's buffer, then flushed.
+            sys.stdout.buffer.write(payload)
+            sys.stdout.flush()

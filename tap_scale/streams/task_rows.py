@@ -47,8 +47,6 @@ class TaskRowsStream(Stream):
 
     #: Which rows of a task this stream holds.
     holds: t.ClassVar[t.Literal["messages", "annotations", "preferences"]]
-    #: The task's fields that begin every row, as the task stream emits them.
-    task_columns: t.ClassVar[tuple[str, ...]] = ("task_id", "project", "batch", "completed_at")
     replication_key = "completed_at"
     is_sorted = False
     # Rows are built from the task as emitted, every value of the schema's type already.
@@ -64,7 +62,6 @@ class TaskRowsStream(Stream):
 class _DeliveredTaskRows(TaskRowsStream):
     """Rows of delivered tasks: which delivery brought them, and when, on every row."""
 
-    task_columns = ("delivery", "delivered_at", *TaskRowsStream.task_columns)
     replication_key = "delivered_at"
 
 
