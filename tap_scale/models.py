@@ -308,8 +308,13 @@ _MESSAGE_COLUMNS = (
     th.Property("rubric_evaluations", _array(RUBRIC_EVALUATION)),
 )
 
-# An annotation's value whole (`value`), and typed in the one column its type gives it, so that
-# targets make numeric, boolean and text columns that need no cast.
+# Any JSON value, written as JSON text. A column of its own cannot hold any JSON value in every
+# target: target-duckdb writes a boolean or a string into a JSON column as Python's text for it
+# (`True`, unquoted text), which DuckDB then rejects.
+JSON_TEXT = th.CustomType({"type": ["string", "null"], "contentMediaType": "application/json"})
+
+# An annotation's value whole (`value`, as JSON text), and typed in the one column its type gives
+# it, so that targets make numeric, boolean and text columns that need no cast.
 _ANNOTATION_COLUMNS = (
     th.Property("annotation_id", th.StringType, required=True),
     *_PLACE_COLUMNS,
@@ -323,7 +328,7 @@ _ANNOTATION_COLUMNS = (
     _str("justification"),
     th.Property("metadata", ANNOTATION_METADATA),
     th.Property("possible_values", _array(ANY_JSON)),
-    th.Property("value", ANY_JSON),
+    th.Property("value", JSON_TEXT),
     th.Property("value_number", th.NumberType),
     th.Property("value_boolean", th.BooleanType),
     th.Property("value_text", th.StringType),

@@ -24,6 +24,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
 Json = dict[str, t.Any]
+_encode = msgspec.json.Encoder().encode
 
 
 class TaskColumns(msgspec.Struct, omit_defaults=True):
@@ -72,7 +73,7 @@ class _Placed(TaskColumns, omit_defaults=True):
 
 
 class AnnotationRow(_Placed, omit_defaults=True):
-    """One annotation, its value whole and in the typed column its type gives it."""
+    """One annotation, its value whole (as JSON text) and in the typed column its type gives it."""
 
     title: t.Any = None
     description: t.Any = None
@@ -406,7 +407,7 @@ def annotation_row(base: Base, place: Place, identifier: str, annotation: Json) 
         get("justification"),
         get("metadata"),
         get("possible_values"),
-        value,
+        None if value is None else _encode(value).decode(),
         *typed_value(annotation_type, value),
     )
 

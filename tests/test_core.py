@@ -21,13 +21,3 @@ TestTapScale = get_tap_test_class(
         "task_statuses": ["completed", "pending", "canceled", "error", "deleted"],
     },
 )
-
-# An annotation's `value` keeps whatever JSON type its annotation type gives it, so its schema
-# lists every type; the SDK's attribute tests take a column's schema to promise one type. Its
-# typed copies (`value_number`, `value_boolean`, ...) are tested like every other column.
-ANY_TYPE_COLUMNS = frozenset(
-    f"{stream}.value" for stream in ("task_annotations", "delivery_task_annotations")
-)
-for _test, _params in TestTapScale.params.items():
-    if _test.startswith("test_tap_stream_attribute_is_"):
-        TestTapScale.params[_test] = [p for p in _params if p.id not in ANY_TYPE_COLUMNS]
