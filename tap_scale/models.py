@@ -347,16 +347,14 @@ _PREFERENCE_COLUMNS = (
     th.Property("tie", th.BooleanType),
 )
 
-TASK_MESSAGE = th.PropertiesList(*_TASK_COLUMNS, *_MESSAGE_COLUMNS)
-TASK_ANNOTATION = th.PropertiesList(*_TASK_COLUMNS, *_ANNOTATION_COLUMNS)
-TASK_PREFERENCE = th.PropertiesList(*_TASK_COLUMNS, *_PREFERENCE_COLUMNS)
-DELIVERY_TASK_MESSAGE = th.PropertiesList(*_DELIVERY_COLUMNS, *_TASK_COLUMNS, *_MESSAGE_COLUMNS)
-DELIVERY_TASK_ANNOTATION = th.PropertiesList(
-    *_DELIVERY_COLUMNS, *_TASK_COLUMNS, *_ANNOTATION_COLUMNS
-)
-DELIVERY_TASK_PREFERENCE = th.PropertiesList(
-    *_DELIVERY_COLUMNS, *_TASK_COLUMNS, *_PREFERENCE_COLUMNS
-)
+# Each row's `additional_properties` keeps the fields of its message or annotation that this
+# release does not know, as every stream's keeps its record's.
+TASK_MESSAGE = stream_schema(*_TASK_COLUMNS, *_MESSAGE_COLUMNS)
+TASK_ANNOTATION = stream_schema(*_TASK_COLUMNS, *_ANNOTATION_COLUMNS)
+TASK_PREFERENCE = stream_schema(*_TASK_COLUMNS, *_PREFERENCE_COLUMNS)
+DELIVERY_TASK_MESSAGE = stream_schema(*_DELIVERY_COLUMNS, *_TASK_COLUMNS, *_MESSAGE_COLUMNS)
+DELIVERY_TASK_ANNOTATION = stream_schema(*_DELIVERY_COLUMNS, *_TASK_COLUMNS, *_ANNOTATION_COLUMNS)
+DELIVERY_TASK_PREFERENCE = stream_schema(*_DELIVERY_COLUMNS, *_TASK_COLUMNS, *_PREFERENCE_COLUMNS)
 
 # --- Datasets -----------------------------------------------------------------------------------
 

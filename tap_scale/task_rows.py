@@ -20,11 +20,24 @@ import typing as t
 
 import msgspec
 
+from tap_scale.models import ANNOTATION, MESSAGE
+
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
 Json = dict[str, t.Any]
 _encode = msgspec.json.Encoder().encode
+
+# The fields of Scale's Message and Annotation this release knows; a row keeps the others in its
+# `additional_properties`.
+MESSAGE_FIELDS = frozenset(MESSAGE.to_dict()["properties"])
+ANNOTATION_FIELDS = frozenset(ANNOTATION.to_dict()["properties"])
+
+
+def unknown_fields(scale_object: Json, known: frozenset[str]) -> Json | None:
+    """The fields of one of Scale's objects that this release does not know, or None."""
+    names = scale_object.keys() - known
+    return {name: scale_object[name] for name in names} if names else None
 
 
 class TaskColumns(msgspec.Struct, omit_defaults=True):
@@ -52,6 +65,7 @@ class MessageRow(TaskColumns, omit_defaults=True):
     model_parameters: t.Any = None
     content: t.Any = None
     rubric_evaluations: t.Any = None
+    additional_properties: Json | None = None
 
 
 class _Placed(TaskColumns, omit_defaults=True):
@@ -88,6 +102,7 @@ class AnnotationRow(_Placed, omit_defaults=True):
     value_boolean: t.Any = None
     value_text: t.Any = None
     value_texts: t.Any = None
+    additional_properties: Json | None = None
 
 
 class PreferenceRow(_Placed, omit_defaults=True):
@@ -98,6 +113,8 @@ class PreferenceRow(_Placed, omit_defaults=True):
     preferred_rank: int | None = None
     rejected_rank: int | None = None
     tie: bool | None = None
+    # Always null: a pair is no object of Scale's; the column is every stream's.
+    additional_properties: Json | None = None
 
 
 Row = MessageRow | AnnotationRow | PreferenceRow
@@ -202,6 +219,7 @@ def message_rows(task: Json) -> Iterator[MessageRow]:
                     model_parameters=parameters,
                     content=content,
                     rubric_evaluations=message.get("rubric_evaluations"),
+                    additional_properties=unknown_fields(message, MESSAGE_FIELDS),
                 )
 
 
@@ -409,6 +427,7 @@ def annotation_row(base: Base, place: Place, identifier: str, annotation: Json) 
         get("possible_values"),
         None if value is None else _encode(value).decode(),
         *typed_value(annotation_type, value),
+        unknown_fields(annotation, ANNOTATION_FIELDS),
     )
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import re
 import typing as t
-import uuid
 from collections import defaultdict
 
 import pytest
 
 from tap_scale.tap import TapScale
 from tap_scale.testing import ScaleSimulator
+from tests import readme
 from tests import test_pipelines as pipelines
 
 if t.TYPE_CHECKING:
@@ -28,22 +28,28 @@ if t.TYPE_CHECKING:
 Json = dict[str, t.Any]
 Query = pipelines.Query
 
-# The fixtures of the other end-to-end tests: Meltano installed, a PostgreSQL database of its own.
+# The fixtures of the other end-to-end tests: Meltano installed, a PostgreSQL database and a
+# Meltano system database (which keeps the state between runs) of the test's own.
 meltano = pipelines.meltano
 postgres_database = pipelines.postgres_database
+system_database = pipelines.system_database
 
 SELECTED = json.dumps(["tasks.*", "task_messages.*", "task_annotations.*", "task_preferences.*"])
-SECTION = "## Querying RLHF data"
+SECTION = "Querying RLHF data"
 # An entity of the README's Mermaid diagram: its name, and the lines of its attributes.
 ENTITY = r"^    (\w+) \{\n(.*?)^    \}"
 
 
+def section_blocks(language: str) -> list[readme.Block]:
+    """The README's blocks of one language in the section on RLHF data."""
+    return [
+        block for block in readme.blocks() if block.language == language and SECTION in block.path
+    ]
+
+
 def readme_queries() -> dict[str, str]:
     """The README's RLHF queries, by the heading above each."""
-    readme = (pipelines.PROJECT_DIR / "README.md").read_text()
-    section = readme.split(SECTION, 1)[1].split("\n## ", 1)[0]
-    found = re.findall(r"^#### (.+?)\n.*?```sql\n(.*?)```", section, re.MULTILINE | re.DOTALL)
-    return dict(found)
+    return {block.heading: block.text for block in section_blocks("sql")}
 
 
 QUERIES = readme_queries()
@@ -59,17 +65,16 @@ def scale() -> Iterator[ScaleSimulator]:
 
 
 def sync_rework_and_sync_again(
-    meltano: Path, scale: ScaleSimulator, loader: str, **settings: str
+    meltano: Path, scale: ScaleSimulator, loader: str, system_database: str, **settings: str
 ) -> list[str]:
     """Two runs; between them, tasks are reworked and completed. Returns the reworked ids."""
-    state_id = uuid.uuid4().hex
     settings = {**settings, "TAP_SCALE__SELECT": SELECTED}
-    pipelines.meltano_run(meltano, loader, scale, state_id, **settings)
+    pipelines.meltano_run(meltano, loader, scale, system_database, **settings)
     project = scale.projects[0]["id"]  # the preference project: rankings and ratings
     reworked = [task["task_id"] for task in scale.tasks(project_id=project, status="completed")[:3]]
     scale.rework_tasks(project, reworked)
     scale.complete_tasks(project, 2)
-    pipelines.meltano_run(meltano, loader, scale, state_id, **settings)
+    pipelines.meltano_run(meltano, loader, scale, system_database, **settings)
     return reworked
 
 
@@ -233,14 +238,14 @@ class Truth:
 
 
 def test_readme_rlhf_queries_in_postgres_tell_the_truth_after_a_rework(
-    meltano: Path, scale: ScaleSimulator, postgres_database: str
+    meltano: Path, scale: ScaleSimulator, postgres_database: str, system_database: str
 ) -> None:
     sync_rework_and_sync_again(
         meltano,
         scale,
         "target-postgres",
+        system_database,
         TARGET_POSTGRES_DATABASE=postgres_database,
-        TARGET_POSTGRES_PASSWORD=pipelines.TRUST,
     )
     query = pipelines.postgres_query(postgres_database)
     assert_the_queries_tell_the_truth(scale, query)
@@ -252,11 +257,11 @@ def test_readme_rlhf_queries_in_postgres_tell_the_truth_after_a_rework(
 
 
 def test_readme_rlhf_queries_in_duckdb_tell_the_truth_after_a_rework(
-    meltano: Path, scale: ScaleSimulator, tmp_path: Path
+    meltano: Path, scale: ScaleSimulator, system_database: str, tmp_path: Path
 ) -> None:
     warehouse = tmp_path / "warehouse.duckdb"
     sync_rework_and_sync_again(
-        meltano, scale, "target-duckdb", TARGET_DUCKDB_FILEPATH=str(warehouse)
+        meltano, scale, "target-duckdb", system_database, TARGET_DUCKDB_FILEPATH=str(warehouse)
     )
     query = pipelines.duckdb_query(warehouse)
     assert_the_queries_tell_the_truth(scale, query)
@@ -283,9 +288,7 @@ def test_the_readme_holds_the_four_queries_each_on_current_versions() -> None:
 
 
 def test_the_readme_diagram_has_every_stream_and_its_primary_key() -> None:
-    readme = (pipelines.PROJECT_DIR / "README.md").read_text()
-    section = readme.split(SECTION, 1)[1].split("\n## ", 1)[0]
-    diagram = section.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    (diagram,) = (block.text for block in section_blocks("mermaid"))
     entities = {
         name: {
             attribute.split()[1]

@@ -434,3 +434,26 @@ def test_rubric_rows_name_their_criterion() -> None:
         "s": ("rubric_evaluation", None, None, 0, 0),
     }
     assert (rows["d"]["value_number"], rows["e"]["value_number"]) == (2, 1)
+
+
+def test_fields_this_release_does_not_know_are_kept_on_their_row(scale_tasks: list[Row]) -> None:
+    kept: set[str] = set()
+    for task in scale_tasks:
+        annotations = {a["id"]: a for _, a in every_annotation(task)}
+        for row in derive_rows(task_rows.annotation_rows, task):
+            annotation = annotations[row["annotation_id"]]
+            unknown = {k: v for k, v in annotation.items() if k not in task_rows.ANNOTATION_FIELDS}
+            assert row["additional_properties"] == (unknown or None)
+            kept |= unknown.keys()
+        messages = [
+            message
+            for thread in task.get("threads") or ()
+            for turn in thread["turns"]
+            for message in turn["messages"]
+        ]
+        for row, message in zip(derive_rows(task_rows.message_rows, task), messages, strict=True):
+            unknown = {k: v for k, v in message.items() if k not in task_rows.MESSAGE_FIELDS}
+            assert row["additional_properties"] == (unknown or None)
+            kept |= unknown.keys()
+    # The simulator's stand-ins for fields Scale adds later, on annotations and on messages.
+    assert kept == {"rater_confidence", "safety_tier"}
