@@ -388,6 +388,37 @@ def test_every_opt_adds_its_detail(sim: ScaleSimulator) -> None:
     assert all({"id", "key", "type"} <= set(a) for a in annotations_of(detailed["tasks"]))
 
 
+# What holds a list of annotations, by the list that holds it, in Scale's own words.
+LEVELS = {
+    "threads": "thread",
+    "turns": "turn",
+    "messages": "message",
+    "chunks": "chunk",
+    "rubric_evaluations": "rubric_evaluation",
+    "criteria_evaluations": "criterion_evaluation",
+    "criteria_definitions": "criterion_definition",
+}
+
+
+def levels_and_types(node: t.Any, within: str = "") -> t.Iterator[tuple[str, str]]:
+    """(level, type) of every annotation, the level named by the list its holder is in."""
+    if isinstance(node, list):
+        for item in node:
+            yield from levels_and_types(item, within)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "annotations":
+                yield from ((LEVELS[within], a["type"]) for a in value)
+            else:
+                yield from levels_and_types(value, key)
+
+
+def test_every_annotation_type_sits_at_every_level(sim: ScaleSimulator) -> None:
+    # Scale's models allow any type wherever annotations sit; an auditor's pass puts each there.
+    found = set(levels_and_types(sim.tasks(status="completed")))
+    assert found == set(itertools.product(LEVELS.values(), ANNOTATION_TYPES))
+
+
 def test_the_world_holds_every_model_part(sim: ScaleSimulator) -> None:
     tasks = sim.tasks()
     assert {task["status"] for task in tasks} == TASK_STATUSES

@@ -8,6 +8,7 @@ object listed under an `annotations` key, however deep.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import typing as t
 
@@ -58,6 +59,7 @@ def every_annotation(node: object, path: str = "") -> t.Iterator[tuple[str, Row]
 
 
 def test_every_annotation_of_every_task_is_one_row(scale_tasks: list[Row]) -> None:
+    levels: set[tuple[str, str]] = set()
     for task in scale_tasks:
         rows = list(derive_rows(task_rows.annotation_rows, task))
         expected = {annotation["id"]: annotation for _, annotation in every_annotation(task)}
@@ -71,6 +73,9 @@ def test_every_annotation_of_every_task_is_one_row(scale_tasks: list[Row]) -> No
                 assert row["value"] is None
             assert (row["key"], row["type"]) == (annotation["key"], annotation["type"])
             assert_typed_as_raw(row, annotation)
+            levels.add((row["level"], row["type"]))
+    # The simulated account has every annotation type at every level, as Scale's models allow.
+    assert levels == set(itertools.product(task_rows.LEVELS, ANNOTATION_TYPES))
 
 
 def assert_typed_as_raw(row: Row, annotation: Row) -> None:
