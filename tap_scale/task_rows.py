@@ -16,6 +16,7 @@ rows, and a Struct is built and encoded in half the time of a dict. A field that
 
 from __future__ import annotations
 
+import itertools
 import typing as t
 
 import msgspec
@@ -28,16 +29,92 @@ if t.TYPE_CHECKING:
 Json = dict[str, t.Any]
 _encode = msgspec.json.Encoder().encode
 
-# The fields of Scale's Message and Annotation this release knows; a row keeps the others in its
-# `additional_properties`.
+# The fields of Scale's Message and Annotation this release knows.
 MESSAGE_FIELDS = frozenset(MESSAGE.to_dict()["properties"])
 ANNOTATION_FIELDS = frozenset(ANNOTATION.to_dict()["properties"])
 
+# The JSON type each of their fields that fills a column of its own must have: a row's columns
+# are a target's typed columns, which a value of another type would fail to load.
+MESSAGE_COLUMN_TYPES: Mapping[str, type] = {
+    "role": str,
+    "source_id": str,
+    "content": dict,
+    "model_parameters": dict,
+    "rubric_evaluations": list,
+}
+ANNOTATION_COLUMN_TYPES: Mapping[str, type] = {
+    "key": str,
+    "type": str,
+    "title": str,
+    "labels": list,
+    "not_applicable": bool,
+    "cannot_assess": bool,
+    "justification": str,
+    "possible_values": list,
+}
 
-def unknown_fields(scale_object: Json, known: frozenset[str]) -> Json | None:
-    """The fields of one of Scale's objects that this release does not know, or None."""
-    names = scale_object.keys() - known
-    return {name: scale_object[name] for name in names} if names else None
+
+class Fields:
+    """How one of Scale's objects fills a row: its fields for their columns, and the rest."""
+
+    __slots__ = ("_allowed", "_fitting", "_known", "_strings", "names")
+
+    def __init__(
+        self, column_types: Mapping[str, type], known: frozenset[str], strings: str | None = None
+    ) -> None:
+        """The fields with these column types, among those this release knows.
+
+        ``strings`` names a list field whose items must all be strings.
+        """
+        #: The fields with columns of their own, in the order of those columns.
+        self.names = tuple(column_types)
+        # Every combination of the types the fields may have (each its own, or null): checking
+        # an object is then one lookup of its types, for every message and annotation.
+        self._allowed = tuple(frozenset({kind, type(None)}) for kind in column_types.values())
+        self._fitting = frozenset(itertools.product(*self._allowed))
+        self._known = known
+        self._strings = self.names.index(strings) if strings is not None else None
+
+    def split(self, scale_object: Json) -> tuple[tuple[t.Any, ...], Json | None]:
+        """The values of the fields' columns (`names`), and what the row keeps aside.
+
+        Kept aside, in `additional_properties`, as sent: fields this release does not know, and
+        fields of another type than their column's (whose column is then null).
+        """
+        values = tuple(map(scale_object.get, self.names))
+        if tuple(map(type, values)) in self._fitting and (
+            self._strings is None or _all_strings(values[self._strings])
+        ):
+            if self._known.issuperset(scale_object):
+                return values, None
+            return values, {name: scale_object[name] for name in scale_object.keys() - self._known}
+        misfits = {
+            name
+            for name, value, allowed in zip(self.names, values, self._allowed, strict=True)
+            if type(value) not in allowed
+        }
+        if self._strings is not None and not _all_strings(values[self._strings]):
+            misfits.add(self.names[self._strings])
+        aside = misfits | (scale_object.keys() - self._known)
+        fitting = tuple(
+            None if name in misfits else value
+            for name, value in zip(self.names, values, strict=True)
+        )
+        return fitting, {name: scale_object[name] for name in aside}
+
+
+def _all_strings(value: object) -> bool:
+    """Whether a list holds only strings (anything else is checked elsewhere)."""
+    return type(value) is not list or not value or set(map(type, value)) <= {str}
+
+
+# What the usual case checks field by field (see `message_row` and `annotation_row`).
+_STRING, _BOOLEAN, _OBJECT, _LIST = (
+    frozenset({kind, type(None)}) for kind in (str, bool, dict, list)
+)
+
+MESSAGE_ROW_FIELDS = Fields(MESSAGE_COLUMN_TYPES, MESSAGE_FIELDS)
+ANNOTATION_ROW_FIELDS = Fields(ANNOTATION_COLUMN_TYPES, ANNOTATION_FIELDS, strings="labels")
 
 
 class TaskColumns(msgspec.Struct, omit_defaults=True):
@@ -90,12 +167,10 @@ class AnnotationRow(_Placed, omit_defaults=True):
     """One annotation, its value whole (as JSON text) and in the typed column its type gives it."""
 
     title: t.Any = None
-    description: t.Any = None
     labels: t.Any = None
     not_applicable: t.Any = None
     cannot_assess: t.Any = None
     justification: t.Any = None
-    metadata: t.Any = None
     possible_values: t.Any = None
     value: t.Any = None
     value_number: t.Any = None
@@ -193,6 +268,14 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _id(value: object) -> str | None:
+    """An id as a string column takes it: Scale's ids are strings, anything else is written out.
+
+    Ids key rows, so one of another type is kept, as its JSON text, rather than left out.
+    """
+    return value if value is None or isinstance(value, str) else _encode(value).decode()
+
+
 # --- Messages -----------------------------------------------------------------------------------
 
 
@@ -200,27 +283,47 @@ def message_rows(task: Json) -> Iterator[MessageRow]:
     """One row per message of every turn of every thread of the task."""
     base = task_columns(task)
     for _, thread in _dicts(task.get("threads")):
-        thread_id = thread.get("id")
+        thread_id = _id(thread.get("id"))
         for turn_index, turn in _dicts(thread.get("turns")):
-            turn_id = turn.get("id")
+            turn_id = _id(turn.get("id"))
             for message_index, message in _dicts(turn.get("messages")):
-                content = message.get("content")
-                parameters = message.get("model_parameters")
-                yield MessageRow(
-                    *base,
-                    thread_id=thread_id,
-                    turn_id=turn_id,
-                    turn_index=turn_index,
-                    message_index=message_index,
-                    role=message.get("role"),
-                    source_id=message.get("source_id"),
-                    text=_text(content.get("text")) if isinstance(content, dict) else None,
-                    model=_text(parameters.get("model")) if isinstance(parameters, dict) else None,
-                    model_parameters=parameters,
-                    content=content,
-                    rubric_evaluations=message.get("rubric_evaluations"),
-                    additional_properties=unknown_fields(message, MESSAGE_FIELDS),
-                )
+                yield message_row(base, (thread_id, turn_id, turn_index, message_index), message)
+
+
+def message_row(base: Base, at: tuple[t.Any, t.Any, int, int], message: Json) -> MessageRow:
+    """The row of one message: the task's columns, where it sits, and its fields.
+
+    ``at`` is where: thread_id, turn_id, turn_index, message_index. A field this release does
+    not know, or of another type than its column's, is kept as sent in `additional_properties`.
+    """
+    get = message.get
+    role, source_id, content = get("role"), get("source_id"), get("content")
+    parameters, evaluations = get("model_parameters"), get("rubric_evaluations")
+    # `MESSAGE_ROW_FIELDS.split`, spelled out for the usual case, as for annotations.
+    if (
+        type(role) in _STRING
+        and type(source_id) in _STRING
+        and type(content) in _OBJECT
+        and type(parameters) in _OBJECT
+        and type(evaluations) in _LIST
+        and MESSAGE_FIELDS.issuperset(message)
+    ):
+        additional = None
+    else:
+        columns, additional = MESSAGE_ROW_FIELDS.split(message)
+        role, source_id, content, parameters, evaluations = columns
+    return MessageRow(
+        *base,
+        *at,
+        role,
+        source_id,
+        _text(content.get("text")) if content is not None else None,
+        _text(parameters.get("model")) if parameters is not None else None,
+        parameters,
+        content,
+        evaluations,
+        additional,
+    )
 
 
 # --- Where annotations sit ----------------------------------------------------------------------
@@ -233,13 +336,13 @@ def places(task: Json) -> Iterator[tuple[Place, list[t.Any], str]]:
     without an id. Empty lists, the most common, are passed over.
     """
     for thread_index, thread in _dicts(task.get("threads")):
-        thread_id = thread.get("id")
+        thread_id = _id(thread.get("id"))
         thread_path = f"/threads/{thread_index}"
         if listed := _annotations(thread):
             place: Place = ("thread", thread_id, None, None, None, None, None, None, None, None)
             yield place, listed, thread_path
         for turn_index, turn in _dicts(thread.get("turns")):
-            turn_id = turn.get("id")
+            turn_id = _id(turn.get("id"))
             turn_path = f"{thread_path}/turns/{turn_index}"
             if listed := _annotations(turn):
                 place = ("turn", thread_id, turn_id, turn_index, None, None, None, None, None, None)
@@ -247,7 +350,13 @@ def places(task: Json) -> Iterator[tuple[Place, list[t.Any], str]]:
             criteria = yield from _criterion_definitions(turn, thread_id, turn_index, turn_path)
             for message_index, message in _dicts(turn.get("messages")):
                 # Where the message sits: a place's columns up to `source_id`.
-                at = (thread_id, turn_id, turn_index, message_index, message.get("source_id"))
+                at = (
+                    thread_id,
+                    turn_id,
+                    turn_index,
+                    message_index,
+                    _text(message.get("source_id")),
+                )
                 message_path = f"{turn_path}/messages/{message_index}"
                 yield from _message_places(message, at, message_path, criteria)
 
@@ -270,7 +379,7 @@ def _message_places(
             yield ("rubric_evaluation", *at, None, rubric_index, None, None), listed, path
         for index, criterion_evaluation in _dicts(evaluation.get("criteria_evaluations")):
             if listed := _annotations(criterion_evaluation):
-                definition_id = criterion_evaluation.get("criterion_definition_id")
+                definition_id = _id(criterion_evaluation.get("criterion_definition_id"))
                 # The criterion's text, from the turn's rubric that defines it.
                 criterion = criteria.get(definition_id) if isinstance(definition_id, str) else None
                 yield (
@@ -291,10 +400,10 @@ def _criterion_definitions(
 ) -> t.Generator[tuple[Place, list[t.Any], str], None, dict[str, str | None]]:
     """The annotations of a turn's rubric criteria; returns each criterion's text by its id."""
     criteria: dict[str, str | None] = {}
-    turn_id = turn.get("id")
+    turn_id = _id(turn.get("id"))
     for rubric_index, rubric in _dicts(turn.get("rubrics")):
         for index, definition in _dicts(rubric.get("criteria_definitions")):
-            definition_id = definition.get("id")
+            definition_id = _id(definition.get("id"))
             criterion = _text(definition.get("criterion"))
             if isinstance(definition_id, str):
                 criteria[definition_id] = criterion
@@ -406,28 +515,49 @@ def typed_value(annotation_type: object, value: object) -> TypedValue:
 
 
 def annotation_row(base: Base, place: Place, identifier: str, annotation: Json) -> AnnotationRow:
-    """The row of one annotation: the task's columns, where it sits, and its fields."""
+    """The row of one annotation: the task's columns, where it sits, and its fields.
+
+    A field this release does not know, or of another type than its column's, is kept as sent
+    in `additional_properties`.
+    """
     get = annotation.get
-    value = get("value")
-    annotation_type = get("type")
+    key, kind, title, labels = get("key"), get("type"), get("title"), get("labels")
+    not_applicable, cannot_assess = get("not_applicable"), get("cannot_assess")
+    justification, choices, value = get("justification"), get("possible_values"), get("value")
+    # `ANNOTATION_ROW_FIELDS.split`, spelled out for the usual case (every field as expected):
+    # this runs for every annotation, and a loop over the fields costs twice as much.
+    if (
+        type(key) in _STRING
+        and type(kind) in _STRING
+        and type(title) in _STRING
+        and type(labels) in _LIST
+        and type(not_applicable) in _BOOLEAN
+        and type(cannot_assess) in _BOOLEAN
+        and type(justification) in _STRING
+        and type(choices) in _LIST
+        and _all_strings(labels)
+        and ANNOTATION_FIELDS.issuperset(annotation)
+    ):
+        additional = None
+    else:
+        columns, additional = ANNOTATION_ROW_FIELDS.split(annotation)
+        key, kind, title, labels, not_applicable, cannot_assess, justification, choices = columns
     # Positional, in the order of the fields: the fastest way to build a Struct.
     return AnnotationRow(
         *base,
         identifier,
         *place,
-        get("key"),
-        annotation_type,
-        get("title"),
-        get("description"),
-        get("labels"),
-        get("not_applicable"),
-        get("cannot_assess"),
-        get("justification"),
-        get("metadata"),
-        get("possible_values"),
+        key,
+        kind,
+        title,
+        labels,
+        not_applicable,
+        cannot_assess,
+        justification,
+        choices,
         None if value is None else _encode(value).decode(),
-        *typed_value(annotation_type, value),
-        unknown_fields(annotation, ANNOTATION_FIELDS),
+        *typed_value(kind, value),
+        additional,
     )
 
 
@@ -486,6 +616,9 @@ def pairs(annotation_type: object, value: object) -> Iterator[tuple[str, str, in
             yield preferred, rejected, preferred_rank, rejected_rank
 
 
+_RANKINGS = ("ranked_choices", "ranked_groups")
+
+
 def ranking_rows(
     base: Base, place: Place, identifier: str, annotation: Json
 ) -> list[PreferenceRow]:
@@ -494,7 +627,7 @@ def ranking_rows(
     # Compared, not looked up in a set: a malformed type may be unhashable.
     if annotation_type != "ranked_choices" and annotation_type != "ranked_groups":  # noqa: PLR1714
         return []
-    key = annotation.get("key")
+    key = _text(annotation.get("key"))
     return [
         PreferenceRow(
             *base,
@@ -521,7 +654,8 @@ def preference_rows_at(
     return [
         row
         for index, annotation in enumerate(listed)
-        if isinstance(annotation, dict)
+        # A tuple, not a set: a malformed type may be unhashable.
+        if isinstance(annotation, dict) and annotation.get("type") in _RANKINGS
         for row in ranking_rows(base, place, annotation_id(annotation, path, index), annotation)
     ]
 

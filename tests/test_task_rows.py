@@ -462,3 +462,47 @@ def test_fields_this_release_does_not_know_are_kept_on_their_row(scale_tasks: li
             kept |= unknown.keys()
     # The simulator's stand-ins for fields Scale adds later, on annotations and on messages.
     assert kept == {"rater_confidence", "safety_tier"}
+
+
+def test_a_field_of_another_type_than_its_column_is_kept_aside_not_loaded() -> None:
+    # A typed column given a value of another type would fail the whole load in a target.
+    annotation = {
+        "id": "an",
+        "key": "k",
+        "type": "category",
+        "title": 3,
+        "labels": "a,b",  # a list, joined
+        "not_applicable": "no",
+        "possible_values": ["a", "b"],
+        "value": "a",
+        "rater_confidence": 0.7,
+    }
+    message = {"role": "assistant", "content": "hello", "source_id": 7, "annotations": [annotation]}
+    task = {"threads": [{"id": 5, "turns": [{"id": "tu", "messages": [message]}]}]}
+    (row,) = derive_rows(task_rows.annotation_rows, task)
+    # An id keys rows: written out, not left out. A source_id only describes: left out.
+    assert (row["thread_id"], row["source_id"]) == ("5", None)
+    assert (row["title"], row["labels"], row["not_applicable"]) == (None, None, None)
+    assert row["additional_properties"] == {
+        "title": 3,
+        "labels": "a,b",
+        "not_applicable": "no",
+        "rater_confidence": 0.7,
+    }
+    assert (row["key"], row["possible_values"], row["value_text"]) == ("k", ["a", "b"], "a")
+    (row,) = derive_rows(task_rows.message_rows, task)
+    assert (row["content"], row["text"], row["source_id"]) == (None, None, None)
+    assert row["additional_properties"] == {"content": "hello", "source_id": 7}
+    labelled = {**annotation, "title": "t", "labels": ["a", 1], "not_applicable": False}
+    (row,) = derive_rows(task_rows.annotation_rows, {"threads": [{"annotations": [labelled]}]})
+    assert row["labels"] is None
+    assert row["additional_properties"] == {"labels": ["a", 1], "rater_confidence": 0.7}
+
+
+@pytest.mark.parametrize("name", list(task_rows.ANNOTATION_COLUMN_TYPES))
+def test_every_column_of_an_annotation_is_checked_for_its_type(name: str) -> None:
+    # The usual case is checked field by field for speed: each field must be among them.
+    annotation = {"id": "an", "key": "k", "type": "text", "value": "v", name: 3.5}
+    (row,) = derive_rows(task_rows.annotation_rows, {"threads": [{"annotations": [annotation]}]})
+    assert row[name] is None
+    assert row["additional_properties"] == {name: 3.5}

@@ -67,7 +67,7 @@ _CRITERIA = (
 _VERDICTS = ("pass", "borderline", "fail")
 _POOR = 2  # a 1-5 rating at or below this is a poor one, which raters justify or rewrite
 # Share of completed tasks an auditor also annotates, with every type at every level.
-_AUDIT_SHARE = 0.06
+_AUDIT_SHARE = 0.03
 _AUDIT_SEED = 0x6175646974
 # Shares of user messages with an image, an audio clip or an inline text file attached.
 _IMAGE_SHARE, _AUDIO_SHARE, _TEXT_FILE_SHARE = 0.15, 0.07, 0.08
