@@ -50,8 +50,10 @@ import time
 import typing as t
 import urllib.request
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+from benchmarks import rlhf_rows
 from tap_scale.testing import DEFAULT_API_KEY
 from tap_scale.testing.data import status_counts
 
@@ -424,6 +426,9 @@ def bench_setting(
             commands=[[python, str(HERE / "raw_client.py"), *client_args]],
             expected_tasks=setting.tasks,
         ),
+        rlhf_rows.measure_rows(
+            tap, partial(measure, simulator, setting, expected_tasks=setting.tasks)
+        ),
     ]
     if setting.latency_ms > 0:
         return runs, None
@@ -464,7 +469,7 @@ def rows(results: Sequence[tuple[Setting, list[Measurement]]]) -> Iterator[str]:
     yield "| tasks | latency | tap/naive (tasks/s) | tap/raw (tasks/s) |"
     yield "|---:|---:|---:|---:|"
     for setting, runs in results:
-        tap, naive, raw = (run.tasks_per_second for run in runs)
+        tap, naive, raw = (run.tasks_per_second for run in runs[:3])
         ratios = f"{tap / naive:.2f} | {tap / raw:.2f}"
         yield f"| {setting.tasks:,} | {setting.latency_ms:g} ms | {ratios} |"
 
@@ -571,6 +576,8 @@ def run(args: argparse.Namespace, workdir: Path) -> bool:
         *rows(results),
         "",
         *capacity_lines(capacities),
+        "",
+        *rlhf_rows.report(results),
     ]
     failed = [run for _, runs in results for run in runs if run.problem]
     failed += [run for capacity in capacities for run in capacity.runs if run.problem]

@@ -259,6 +259,101 @@ RESPONSE_SCHEMA = stream_schema(
     ),
 )
 
+# --- Rows derived from tasks (tap_scale.task_rows) ----------------------------------------------
+
+# The task's columns on every row: rows join to their task and carry the version they came from.
+_TASK_COLUMNS = (
+    th.Property("task_id", th.StringType, required=True),
+    _str("project"),
+    _str("batch"),
+    th.Property("completed_at", th.DateTimeType),
+)
+# Rows of delivered tasks also say which delivery brought them, and when.
+_DELIVERY_COLUMNS = (
+    th.Property("delivery", th.StringType, required=True),
+    th.Property("delivered_at", th.DateTimeType),
+)
+
+
+def _int(name: str) -> th.Property[int]:
+    return th.Property(name, th.IntegerType)
+
+
+# Where an annotation or a ranking sits (`task_rows.LEVELS`), and the ids and positions (from 0)
+# of what it sits on; null where they do not apply.
+_PLACE_COLUMNS = (
+    _str("level"),
+    _str("thread_id"),
+    _str("turn_id"),
+    _int("turn_index"),
+    _int("message_index"),
+    _str("source_id"),
+    _int("chunk_index"),
+    _int("rubric_index"),
+    _str("criterion_definition_id"),
+    _str("criterion"),
+)
+
+_MESSAGE_COLUMNS = (
+    _str("thread_id"),
+    _str("turn_id"),
+    _int("turn_index"),
+    _int("message_index"),
+    _str("role"),
+    _str("source_id"),
+    _str("text"),
+    _str("model"),
+    th.Property("model_parameters", MODEL_PARAMETERS),
+    th.Property("content", MESSAGE_CONTENT),
+    th.Property("rubric_evaluations", _array(RUBRIC_EVALUATION)),
+)
+
+# Any JSON value, written as JSON text. A column of its own cannot hold any JSON value in every
+# target: target-duckdb writes a boolean or a string into a JSON column as Python's text for it
+# (`True`, unquoted text), which DuckDB then rejects.
+JSON_TEXT = th.CustomType({"type": ["string", "null"], "contentMediaType": "application/json"})
+
+# An annotation's value whole (`value`, as JSON text), and typed in the one column its type gives
+# it, so that targets make numeric, boolean and text columns that need no cast.
+_ANNOTATION_COLUMNS = (
+    th.Property("annotation_id", th.StringType, required=True),
+    *_PLACE_COLUMNS,
+    _str("key"),
+    _str("type"),
+    _str("title"),
+    th.Property("labels", _array(th.StringType)),
+    th.Property("not_applicable", th.BooleanType),
+    th.Property("cannot_assess", th.BooleanType),
+    _str("justification"),
+    th.Property("possible_values", _array(ANY_JSON)),
+    th.Property("value", JSON_TEXT),
+    th.Property("value_number", th.NumberType),
+    th.Property("value_boolean", th.BooleanType),
+    th.Property("value_text", th.StringType),
+    th.Property("value_texts", _array(th.StringType)),
+)
+
+_PREFERENCE_COLUMNS = (
+    th.Property("annotation_id", th.StringType, required=True),
+    *_PLACE_COLUMNS,
+    _str("key"),
+    _str("type"),
+    th.Property("preferred", th.StringType, required=True),
+    th.Property("rejected", th.StringType, required=True),
+    _int("preferred_rank"),
+    _int("rejected_rank"),
+    th.Property("tie", th.BooleanType),
+)
+
+# Each row's `additional_properties` keeps the fields of its message or annotation that this
+# release does not know, as every stream's keeps its record's.
+TASK_MESSAGE = stream_schema(*_TASK_COLUMNS, *_MESSAGE_COLUMNS)
+TASK_ANNOTATION = stream_schema(*_TASK_COLUMNS, *_ANNOTATION_COLUMNS)
+TASK_PREFERENCE = stream_schema(*_TASK_COLUMNS, *_PREFERENCE_COLUMNS)
+DELIVERY_TASK_MESSAGE = stream_schema(*_DELIVERY_COLUMNS, *_TASK_COLUMNS, *_MESSAGE_COLUMNS)
+DELIVERY_TASK_ANNOTATION = stream_schema(*_DELIVERY_COLUMNS, *_TASK_COLUMNS, *_ANNOTATION_COLUMNS)
+DELIVERY_TASK_PREFERENCE = stream_schema(*_DELIVERY_COLUMNS, *_TASK_COLUMNS, *_PREFERENCE_COLUMNS)
+
 # --- Datasets -----------------------------------------------------------------------------------
 
 DATASET = stream_schema(th.Property("id", th.StringType, required=True), _str("name"))

@@ -117,6 +117,15 @@ class SyncProgress:
         self._streams.setdefault(stream, _Stream(started=now, last_line=now))
         return _RecordCounter(self, stream, counter)
 
+    def derived(self, stream: str, count: int) -> None:
+        """``count`` more records of ``stream``, written beside another stream's records."""
+        now = self._clock()
+        state = self._streams.setdefault(stream, _Stream(started=now, last_line=now))
+        state.records += count
+        if 0 < self.interval <= now - state.last_line:
+            state.last_line = now
+            self._logger.info("%s", self._line(stream, state, now))
+
     def recorded(
         self,
         stream: str,

@@ -113,7 +113,11 @@ class ScaleMessageWriter(MsgSpecWriter):
 
     @override
     def write_message(self, message: Message) -> None:
-        data = redact_bytes(self.format_message(message))
+        self.write_serialized(self.format_message(message))
+
+    def write_serialized(self, data: bytes | bytearray) -> None:
+        """Write messages already serialized as JSON lines (the task rows, a task at once)."""
+        data = redact_bytes(data)
         stdout = sys.stdout
         self.busy = True
         try:

@@ -189,6 +189,7 @@ class TapScale(CheckedTap):
             streams.DatasetsStream(self),
             streams.DatasetDeliveriesStream(self),
             streams.DatasetTasksStream(self),
+            *(stream_type(self) for stream_type in streams.TASK_ROWS_STREAMS),
         ]
 
     @cached_property
@@ -216,7 +217,11 @@ class TapScale(CheckedTap):
         selection = Selection(self.config, client.fetch)
         # Resolve at once every part a selected stream needs, whichever stream asks first: a
         # typo in any name then stops the sync before its first record.
-        selected = {name for name, stream in self.streams.items() if stream.selected}
+        selected = {
+            name
+            for name, stream in self.streams.items()
+            if stream.selected or stream.has_selected_descendents
+        }
         delivered = {"deliveries", "delivery_tasks", "task_responses", "response_schemas"}
         if selected & {"projects", "batches", "tasks", *delivered}:
             _ = selection.projects

@@ -388,6 +388,37 @@ def test_every_opt_adds_its_detail(sim: ScaleSimulator) -> None:
     assert all({"id", "key", "type"} <= set(a) for a in annotations_of(detailed["tasks"]))
 
 
+# What holds a list of annotations, by the list that holds it, in Scale's own words.
+LEVELS = {
+    "threads": "thread",
+    "turns": "turn",
+    "messages": "message",
+    "chunks": "chunk",
+    "rubric_evaluations": "rubric_evaluation",
+    "criteria_evaluations": "criterion_evaluation",
+    "criteria_definitions": "criterion_definition",
+}
+
+
+def levels_and_types(node: t.Any, within: str = "") -> t.Iterator[tuple[str, str]]:
+    """(level, type) of every annotation, the level named by the list its holder is in."""
+    if isinstance(node, list):
+        for item in node:
+            yield from levels_and_types(item, within)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "annotations":
+                yield from ((LEVELS[within], a["type"]) for a in value)
+            else:
+                yield from levels_and_types(value, key)
+
+
+def test_every_annotation_type_sits_at_every_level(sim: ScaleSimulator) -> None:
+    # Scale's models allow any type wherever annotations sit; an auditor's pass puts each there.
+    found = set(levels_and_types(sim.tasks(status="completed")))
+    assert found == set(itertools.product(LEVELS.values(), ANNOTATION_TYPES))
+
+
 def test_the_world_holds_every_model_part(sim: ScaleSimulator) -> None:
     tasks = sim.tasks()
     assert {task["status"] for task in tasks} == TASK_STATUSES
@@ -479,6 +510,23 @@ def test_added_and_completed_tasks_are_served(fresh: ScaleSimulator) -> None:
     assert call(fresh, "/task", task_id=pending[0]["task_id"]).json()["threads"] == []
     now = fresh.add_tasks(project_id, 2)
     assert now[0]["completed_at"] == now[1]["completed_at"]
+
+
+def test_reworked_tasks_are_completed_again_with_new_annotations(fresh: ScaleSimulator) -> None:
+    project_id = fresh.projects[0]["id"]
+    old = fresh.tasks(project_id=project_id, status="completed")[:2]
+    moment = datetime(2031, 6, 1, tzinfo=timezone.utc)
+    fresh.rework_tasks(project_id, [task["task_id"] for task in old], completed_at=moment)
+    for before in old:
+        after = call(fresh, "/task", task_id=before["task_id"], opts=ALL_OPTS).json()
+        assert after["completed_at"] == "2031-06-01T00:00:00.000Z"
+        now, then = (
+            {a["id"] for th in v["threads"] for a in th["annotations"]} for v in (after, before)
+        )
+        assert now
+        assert not now & then
+    with pytest.raises(ValueError, match="not a completed task"):
+        fresh.rework_tasks(project_id, ["task_unknown"])
 
 
 def test_tasks_added_mid_pagination_never_repeat(fresh: ScaleSimulator) -> None:

@@ -6,11 +6,15 @@ import contextlib
 import sys
 import typing as t
 from datetime import datetime, timedelta
+from functools import cached_property
+
+from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
 from tap_scale.client import ScaleStream
 from tap_scale.models import TASK, format_timestamp, utc_timestamp
 from tap_scale.prefetch import PartitionPrefetcher, interleave
 from tap_scale.selection import Source
+from tap_scale.streams.row_writer import TaskRowsWriter
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -18,7 +22,13 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from singer_sdk.helpers.types import Context
+
+    from tap_scale.stops import ScaleMessageWriter
+    from tap_scale.streams.task_rows import TaskRowsStream
+    from tap_scale.tap import TapScale
 
 # Partitions read at once: enough to overlap Scale's latency with work, few enough to be gentle
 # with Scale's rate limits.
@@ -55,6 +65,38 @@ class TaskRecordsStream(ScaleStream):
                     # Nested, so kept as sent when unreadable; rewritten for sorting when not.
                     submission["submitted_at"] = utc_timestamp(submission["submitted_at"])
         return row
+
+    @cached_property
+    def rows_writer(self) -> TaskRowsWriter:
+        """Writes each task's rows for the selected streams derived from this one."""
+        # Every child of a task stream is one of its derived streams (streams/task_rows.py).
+        tap = t.cast("TapScale", self._tap)
+        writer = t.cast("ScaleMessageWriter", tap.message_writer)
+        return TaskRowsWriter(
+            t.cast("list[TaskRowsStream]", self.child_streams),
+            writer.write_serialized,
+            tap.progress,
+        )
+
+    @override
+    def generate_child_contexts(
+        self,
+        record: dict[str, t.Any],
+        context: Context | None,
+    ) -> Iterable[Context | None]:
+        """Write the task's derived rows; no child stream is synced per task.
+
+        The SDK calls this once per task, as emitted, in the thread that writes messages. A
+        child sync per task would cost a SCHEMA message, a log line and a STATE message each.
+        """
+        self.rows_writer.write(record)
+        if not self.selected and self.replication_method == REPLICATION_INCREMENTAL:
+            # Read for derived streams only. The SDK keeps no bookmark for a stream that is not
+            # selected, yet this stream's bookmark is what makes the derived ones incremental.
+            self.state_manager.increment_state(
+                record, context=context, replication_key=t.cast("str", self.replication_key)
+            )
+        return ()
 
 
 def partition_key(context: Context) -> tuple[tuple[str, t.Any], ...]:
@@ -136,7 +178,8 @@ class TasksStream(TaskRecordsStream):
         contexts = self.partitions if context is None else None
         # A dry run (`--test`) stops at a number of records per stream, counted by the SDK's
         # loop over all partitions: it keeps that loop.
-        if not contexts or not self.selected or self.ABORT_AT_RECORD_COUNT is not None:
+        read = self.selected or self.has_selected_descendents
+        if not contexts or not read or self.ABORT_AT_RECORD_COUNT is not None:
             yield from super()._sync_records(context, write_messages=write_messages)
             return
         for partition in contexts:

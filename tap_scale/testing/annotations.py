@@ -39,6 +39,8 @@ _CANNOT_ASSESS_RATE = 0.04
 _CONFIDENCE_RATE = 0.3
 _RATING_COLORS = ("red", "orange", "yellow", "green")
 _WORKSPACES = "https://workspaces.scale-simulator.test"
+# What an auditor's annotations of every type choose among.
+_AUDIT_LABELS = ("accurate", "unclear", "off_topic", "unsafe")
 
 
 class Annotator:
@@ -219,6 +221,33 @@ class Annotator:
             "test_stderr_output": self._output(workspace_url, "test_stderr", ""),
         }
         return self.make(key, "workspace_container", value, title="Code execution")
+
+    def every_type(self, prefix: str) -> list[JsonObject]:
+        """One annotation of each of Scale's twelve types (`ANNOTATION_TYPES`, in order).
+
+        Scale's models allow any type wherever annotations sit; an auditor's checklist asks one
+        question of each type, at whichever level it audits.
+        """
+        rng, writer = self._rng, self._writer
+        labels = list(_AUDIT_LABELS)
+        rng.shuffle(labels)
+        score = rng.randint(1, 5)
+        return [
+            self.integer(f"{prefix}_score", "Audit score", score),
+            self.boolean(f"{prefix}_passed", "Audit passed", value=score > 2),  # noqa: PLR2004
+            self.text(f"{prefix}_note", "Audit note", writer.comment()),
+            self.category(f"{prefix}_verdict", "Audit verdict", labels[0], _AUDIT_LABELS),
+            self.category_multiple(f"{prefix}_issues", "Audit issues", labels[:2], _AUDIT_LABELS),
+            self.ranked_choices(f"{prefix}_ranking", "Audit ranking", labels),
+            self.ranked_groups(f"{prefix}_tiers", "Audit tiers", [labels[:2], labels[2:]]),
+            self.labeled_text(
+                f"{prefix}_spans", "Audit spans", [(labels[0], writer.sentence())], _AUDIT_LABELS
+            ),
+            self.file(f"{prefix}_evidence", "Audit evidence", several=rng.random() < 0.5),  # noqa: PLR2004
+            self.rubric_criteria(f"{prefix}_criterion", "Passes the audit", 2, "audit"),
+            self.rubric_rating(f"{prefix}_rating", min(score, 4), 4),
+            self.workspace_container(f"{prefix}_workspace", passed=score > 2),  # noqa: PLR2004
+        ]
 
     @staticmethod
     def _output(workspace_url: str, stream: str, content: str) -> JsonObject:

@@ -66,6 +66,9 @@ _CRITERIA = (
 )
 _VERDICTS = ("pass", "borderline", "fail")
 _POOR = 2  # a 1-5 rating at or below this is a poor one, which raters justify or rewrite
+# Share of completed tasks an auditor also annotates, with every type at every level.
+_AUDIT_SHARE = 0.03
+_AUDIT_SEED = 0x6175646974
 # Shares of user messages with an image, an audio clip or an inline text file attached.
 _IMAGE_SHARE, _AUDIO_SHARE, _TEXT_FILE_SHARE = 0.15, 0.07, 0.08
 
@@ -111,7 +114,51 @@ def task_reports(seed: int) -> list[JsonObject]:
 @lru_cache(maxsize=1024)
 def task_threads(kind: str, seed: int, completed_at: int) -> list[JsonObject]:
     """The threads of a completed task, in full form (every opt included)."""
-    return _Task(seed, completed_at).threads(kind)
+    threads = _Task(seed, completed_at).threads(kind)
+    audit(threads, seed)
+    return threads
+
+
+def audit(threads: list[JsonObject], seed: int) -> None:
+    """An auditor's pass over some tasks: every annotation type, at every level the task has.
+
+    Scale's models allow any of the twelve annotation types wherever annotations sit (thread,
+    turn, message, a content chunk, a rubric evaluation, a criterion evaluation, a criterion
+    definition); this puts each type at each of those levels somewhere in a world. Drawn from a
+    Random of its own, so the rest of every task is as it would be without it.
+    """
+    rng = seeded(seed ^ _AUDIT_SEED)
+    if not chance(rng, _AUDIT_SHARE):
+        return
+    annotate = Annotator(rng, Writer(rng))
+    for holder in _audited(threads):
+        holder["annotations"] = [*holder.get("annotations", []), *annotate.every_type("audit")]
+
+
+def _audited(threads: list[JsonObject]) -> list[JsonObject]:
+    """The first thing of each level in the threads that can hold annotations."""
+    turn = threads[0]["turns"][0]
+    messages = [m for t in threads[0]["turns"] for m in t["messages"]]
+    answer = next(m for m in messages if m["role"] == "assistant")
+    content = answer["content"]
+    if not content.get("chunks"):
+        # The auditor marks the answer's opening as a chunk of its own to annotate it.
+        content["chunks"] = [
+            {"type": "text", "text": content["text"].split(". ")[0], "annotations": []}
+        ]
+    holders = [threads[0], turn, answer, content["chunks"][0]]
+    evaluations = [e for m in messages for e in m.get("rubric_evaluations", ())]
+    if evaluations:
+        holders += [evaluations[0], evaluations[0]["criteria_evaluations"][0]]
+    definitions = [
+        d
+        for t in threads[0]["turns"]
+        for r in t.get("rubrics", ())
+        for d in r["criteria_definitions"]
+    ]
+    if definitions:
+        holders.append(definitions[0])
+    return holders
 
 
 class _Task:

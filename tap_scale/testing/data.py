@@ -325,6 +325,39 @@ class World:
                 self.store.replace_task(task)
         return done
 
+    def rework_tasks(
+        self, project_id: str, task_ids: Sequence[str], *, completed_at: datetime | None
+    ) -> list[TaskRecord]:
+        """Send completed tasks back to raters and complete them again, all at one instant.
+
+        A reworked task keeps its id and is completed later, its threads done afresh: other
+        turns, messages and annotations, so that what the old version held is gone.
+
+        Raises:
+            ValueError: for an unknown project, or a task not completed in that project.
+        """
+        finished = _finish_time(completed_at)
+        with self.store.lock:
+            self._project(project_id)
+            tasks = [self.store.tasks.get(task_id) for task_id in task_ids]
+            for task_id, task in zip(task_ids, tasks, strict=True):
+                if task is None or task.project_id != project_id or task.status != "completed":
+                    message = f"task {task_id!r} is not a completed task of project {project_id}"
+                    raise ValueError(message)
+            redone = [
+                replace(
+                    t.cast("TaskRecord", task),
+                    completed_at=finished,
+                    precise=True,
+                    reported=False,
+                    seed=self._rng.getrandbits(63),
+                )
+                for task in tasks
+            ]
+            for task in redone:
+                self.store.replace_task(task)
+        return redone
+
     def deliver(self, project_id: str, task_ids: Sequence[str], name: str | None) -> DeliveryRecord:
         """Deliver some of a project's completed tasks now.
 

@@ -447,6 +447,17 @@ class ScaleSimulator:
             self._store.nested_metadata[task_id] = levels
         self._world_changed()
 
+    def rework_tasks(
+        self, project_id: str, task_ids: list[str], *, completed_at: datetime | None = None
+    ) -> list[JsonObject]:
+        """Rework completed tasks of a project: completed again, later, with new annotations.
+
+        They all get `completed_at` (an aware datetime, cut to milliseconds) or now: a tie.
+        """
+        tasks = self._world.rework_tasks(project_id, task_ids, completed_at=completed_at)
+        self._world_changed()
+        return self._rendered(tasks)
+
     def deliver(self, project_id: str, task_ids: list[str], name: str | None = None) -> JsonObject:
         """Deliver completed tasks of a project now; returns the new Delivery."""
         return self._render.delivery(self._world.deliver(project_id, task_ids, name))
