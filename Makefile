@@ -22,8 +22,10 @@ export UV_COMPILE_BYTECODE := 1
 demo: $(VENV)/.synced .meltano/.installed  ## Simulator -> meltano run tap-scale target-duckdb -> report
 	$(VENV)/bin/python -m tap_scale.testing.demo
 
+# One worker per core, each test module on one worker (modules share their fixtures): most tests
+# wait on subprocesses and sockets, so the suite takes about half as long on two cores.
 test: $(VENV)/.synced .meltano/.installed  ## The tests: the tap over real HTTP, Meltano into real targets
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n auto --dist loadfile $(ARGS)
 
 lint: $(VENV)/.synced  ## ruff and strict mypy
 	$(VENV)/bin/ruff check .

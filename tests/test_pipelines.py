@@ -9,6 +9,7 @@ so tests leave no state and no runs behind in ``.meltano/meltano.db``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -107,9 +108,20 @@ def meltano_run(
         **settings,
     }
     command = [str(meltano), "run", "tap-scale", loader]
-    done = subprocess.run(
-        command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=600, check=False
-    )
+    # Meltano writes a run's discovered catalog into the project's `.meltano/run/`: two runs at
+    # once in this project (tests on two pytest-xdist workers) would read each other's half-
+    # written file. One run at a time, across processes.
+    with (PROJECT_DIR / ".meltano/run.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = subprocess.run(
+            command,
+            cwd=PROJECT_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
     assert done.returncode == 0, done.stderr[-5000:]
     assert "Traceback" not in done.stderr, done.stderr[-5000:]
 
