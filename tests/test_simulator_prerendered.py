@@ -94,16 +94,30 @@ def parse(timestamp: str) -> datetime:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
 
 
-def test_bounds_that_exclude_a_task_are_answered_by_the_api(prerendered: ScaleSimulator) -> None:
+def test_a_window_that_excludes_tasks_is_served_from_kept_bodies_as_the_api_filters(
+    prerendered: ScaleSimulator, rendering: ScaleSimulator
+) -> None:
     project = first_project(prerendered)
-    listing = {"project_id": project, "status": "completed"}
+    listing = {"project_id": project, "status": "completed", "limit": 10}
     every = [task for r in walk(prerendered, **listing) for task in r.json()["tasks"]]
-    middle = sorted(parse(task["completed_at"]) for task in every)[len(every) // 2]
-    bounded = {**listing, "completed_after": middle.isoformat()}
-    later = [task for r in walk(prerendered, **bounded) for task in r.json()["tasks"]]
-    assert 0 < len(later) < len(every)
-    assert all(parse(task["completed_at"]) > middle for task in later)
-    assert tasks_api(prerendered) == 1
+    instants = sorted(parse(task["completed_at"]) for task in every)
+    # A window of the listing, both ends on a task: strict at both ends, as the API is.
+    after, before = instants[len(every) // 4], instants[3 * len(every) // 4]
+    bounded = {
+        **listing,
+        "completed_after": after.isoformat(),
+        "completed_before": before.isoformat(),
+    }
+    pages = walk(prerendered, **bounded)
+    window = [task for r in pages for task in r.json()["tasks"]]
+    assert 0 < len(window) < len(every)
+    assert all(after < parse(task["completed_at"]) < before for task in window)
+    assert window == [task for r in walk(rendering, **bounded) for task in r.json()["tasks"]]
+    assert len(pages) > 1  # its tokens are followed
+    assert tasks_api(prerendered) == 0  # nothing rendered anew
+    # A token of the window is bound to it: sent without the window's bounds it is refused.
+    token = pages[0].json()["next_token"]
+    assert get(prerendered, **listing, next_token=token).status_code == 400
 
 
 def test_listing_bounds() -> None:

@@ -12,12 +12,14 @@ import hashlib
 import json
 import re
 import threading
+import time
 import typing as t
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from tap_scale.testing.api import UNAUTHORIZED, Reply, error_reply, json_reply
 from tap_scale.testing.seeds import seeded
+from tap_scale.testing.timestamps import from_micros, parse_timestamp
 
 if t.TYPE_CHECKING:
     import random
@@ -62,6 +64,7 @@ TIME_FILTERS = frozenset(
         "delivered_before",
     }
 )
+BEFORE_FILTERS = frozenset(name for name in TIME_FILTERS if name.endswith("_before"))
 
 
 class Strike(t.NamedTuple):
@@ -146,6 +149,15 @@ class Faults:
         echo_credentials: When True, every error response quotes the request's Authorization
             header in its text (a JSON error's `error`, an HTML page's body), as a debugging
             proxy or a careless error page might.
+        requests_per_second: When above 0, a rate limiter in front of the API: a token bucket
+            refilled at this many requests per second across all connections, holding at most
+            `burst` tokens (default: one second's worth). A request finding it empty is answered
+            at once with Scale's 429 and a `Retry-After` of the whole seconds until a token is
+            due (at least 1), before any latency: limiters answer fast.
+        burst: The bucket's size for `requests_per_second`; None: one second's worth.
+        inclusive_before: When True, the API's `*_before` filters include their bound
+            (`completed_at <= completed_before`) rather than exclude it. Scale does not document
+            which it does; a client must lose nothing either way.
 
     Faults apply in this order, and the request log's `fault` names, joined by "+", those that
     struck: `refuse_with` or one of the refusals (`dropped_connection`, `rate_limit`,
@@ -180,12 +192,16 @@ class Faults:
     trickle: float = 0.0
     trickle_pause: float = 0.05
     echo_credentials: bool = False
+    requests_per_second: float = 0.0
+    burst: float | None = None
+    inclusive_before: bool = False
     _random: random.Random = field(init=False, repr=False, compare=False)
     _seeded_with: int | None = field(default=None, init=False, repr=False, compare=False)
     _struck: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
+    _bucket: TokenBucket | None = field(default=None, init=False, repr=False, compare=False)
 
     def __setattr__(self, name: str, value: object) -> None:
         """Set a field, refusing a `refuse_with` status no response could be sent with."""
@@ -209,6 +225,17 @@ class Faults:
     def draw_before_handling(self) -> Strike | None:
         """The fault that stops a request before the API sees it, if one strikes."""
         return self._draw(("dropped_connection", "rate_limit", "server_error"))
+
+    def rate_limited_for(self) -> float | None:
+        """Seconds until the rate limiter lets this request through, or None: it passes now."""
+        rate = float(self.requests_per_second)
+        if rate <= 0:
+            return None
+        with self._lock:
+            size = max(1.0, rate if self.burst is None else float(self.burst))
+            if self._bucket is None or self._bucket.settings != (rate, size):
+                self._bucket = TokenBucket(rate, size)
+            return self._bucket.take()
 
     def draw_empty_page(self) -> bool:
         """Whether a request to a paginated endpoint gets an empty page."""
@@ -248,6 +275,27 @@ class Faults:
                     self._struck[name] = turn + 1
                     return Strike(name, turn)
         return None
+
+
+class TokenBucket:
+    """A rate limiter's bucket: `rate` tokens a second, at most `size` held, one per request."""
+
+    def __init__(self, rate: float, size: float) -> None:
+        """A full bucket."""
+        self.settings = (rate, size)
+        self._rate, self._size = rate, size
+        self._tokens = size
+        self._at = time.monotonic()
+
+    def take(self) -> float | None:
+        """Take a token (None), or the seconds until one is due if the bucket is empty."""
+        now = time.monotonic()
+        self._tokens = min(self._size, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return None
+        return (1 - self._tokens) / self._rate
 
 
 def refusal(status: int, retry_after: str | None) -> Reply:
@@ -313,3 +361,18 @@ def _html_page(title: str) -> bytes:
         f"<center><h1>{title}</h1></center>\r\n<hr><center>gateway</center>\r\n"
         "</body>\r\n</html>\r\n"
     ).encode()
+
+
+def including_before(params: t.Mapping[str, t.Sequence[str]]) -> dict[str, list[str]]:
+    """The query with each readable `*_before` bound one microsecond later (`inclusive_before`).
+
+    Timestamps are at most microsecond-precise, so `moment < bound + 1 µs` is `moment <= bound`.
+    An unreadable bound is left for the API to refuse as usual.
+    """
+    widened = {name: list(values) for name, values in params.items()}
+    for name in BEFORE_FILTERS & widened.keys():
+        micros = parse_timestamp(widened[name][0]) if widened[name] else None
+        if micros is not None:
+            later = from_micros(micros + 1)
+            widened[name] = [f"{later.year:04d}-{later:%m-%dT%H:%M:%S.%f}Z"]
+    return widened

@@ -17,8 +17,11 @@ What is served from the cache, and what is not:
   `expand` (repeated values in any order); `completed_after` and `completed_before` are left out.
   A request whose bounds exclude none of the listing's tasks (every one of them completed
   strictly inside the bounds) is served from the cache whatever their values: tap-scale's first
-  sync, bounded by the moment it started, is. A request whose bounds exclude a task is answered
-  by the API, which filters and renders as usual (tap-scale's incremental syncs).
+  sync, bounded by the moment it started, is.
+- A request whose bounds do exclude tasks (a time window of a partition, as tap-scale reads a big
+  project in several windows at once) is a listing of its own: the same listing filtered as the
+  API filters, its pages put together from each task's body rendered once and kept, without
+  rendering anything anew, and not kept themselves (they would double the memory).
 - Tokens are stable: a page carries the same `next_token` every time it is served, where the API
   issues a new one each time. As with the API's, a token is bound to its query: sent with another
   one it gets the API's 400. A cached listing's token sent with bounds that exclude a task goes
@@ -110,6 +113,8 @@ class Listing:
     task_ids: tuple[str, ...]
     limit: int
     span: tuple[int, int] | None
+    #: Each task's `completed_at` (microseconds), in listing order; empty for a window's listing.
+    instants: tuple[int | None, ...] = ()
 
     @property
     def pages(self) -> int:
@@ -152,7 +157,11 @@ class PrerenderedPages:
         self._generation = 0
         self._listings: dict[TaskQuery, Listing] = {}
         self._pages: dict[tuple[TaskQuery, int], Page] = {}
-        self._tokens: dict[str, tuple[TaskQuery, int]] = {}
+        # Listings filtered by a request's bounds, and each task's body, for windowed pages.
+        self._windows: dict[tuple[TaskQuery, int | None, int | None], Listing] = {}
+        self._bodies: dict[tuple[str, tuple[str, ...], tuple[str, ...]], bytes] = {}
+        # Each token names its listing (query and bounds, None for the whole) and page number.
+        self._tokens: dict[str, tuple[TaskQuery, tuple[int | None, int | None] | None, int]] = {}
         self._cached: Counter[str] = Counter()
         self._served: Counter[str] = Counter()
 
@@ -176,17 +185,19 @@ class PrerenderedPages:
             listing = self.listing(key)
         except ApiError:
             return None
-        if not listing.holds_all(after, before):
-            return None
+        bounds = None if listing.holds_all(after, before) else (after, before)
         number = 0
         if token is not None:
             issued = self._tokens.get(token)
             if issued is None:
                 return None
-            if issued[0] != key:
+            if issued[:2] != (key, bounds):
                 return error_reply(400, ISSUED_FOR_ANOTHER_QUERY)
-            number = issued[1]
-        page = self.page(key, listing, number)
+            number = issued[2]
+        if bounds is None:
+            page = self.page(key, listing, number)
+        else:
+            page = self.window_page(key, bounds, self.window(key, listing, *bounds), number)
         with self._lock:
             self._served.update(pages=1, tasks=page.tasks, bytes=len(page.body))
         return Reply(200, page.body)
@@ -212,7 +223,7 @@ class PrerenderedPages:
         instants = [task.completed_at for task in listed]
         dated = [moment for moment in instants if moment is not None]
         span = (min(dated), max(dated)) if dated and len(dated) == len(instants) else None
-        listing = Listing(tuple(task.task_id for task in listed), key.limit, span)
+        listing = Listing(tuple(task.task_id for task in listed), key.limit, span, tuple(instants))
         with self._lock:
             if generation == self._generation:
                 self._listings[key] = listing
@@ -224,24 +235,80 @@ class PrerenderedPages:
         if cached is not None:
             return cached
         generation = self._generation
-        task_ids = listing.page(number)
-        tasks = [
-            self._render.task(self._store.tasks[task_id], opts=key.opts, expand=key.expand)
-            for task_id in task_ids
-        ]
-        body: dict[str, t.Any] = {"tasks": tasks}
-        token = None
-        if number + 1 < listing.pages:
-            token = self._token(key, number + 1)
-            body["next_token"] = token
-        page = Page(json_reply(200, body).body, len(task_ids))
+        page, token = self._assemble(key, None, listing, number)
         with self._lock:
             if generation == self._generation and (key, number) not in self._pages:
                 self._pages[key, number] = page
                 self._cached.update(pages=1, tasks=page.tasks, bytes=len(page.body))
                 if token is not None:
-                    self._tokens[token] = (key, number + 1)
+                    self._tokens[token] = (key, None, number + 1)
         return page
+
+    def window(
+        self, key: TaskQuery, listing: Listing, after: int | None, before: int | None
+    ) -> Listing:
+        """The listing's tasks completed strictly inside (after, before), as the API filters."""
+        cached = self._windows.get((key, after, before))
+        if cached is not None:
+            return cached
+        generation = self._generation
+        inside = tuple(
+            task_id
+            for task_id, moment in zip(listing.task_ids, listing.instants, strict=True)
+            if moment is not None
+            and (after is None or moment > after)
+            and (before is None or moment < before)
+        )
+        window = Listing(inside, key.limit, None)
+        with self._lock:
+            if generation == self._generation:
+                self._windows[key, after, before] = window
+        return window
+
+    def window_page(
+        self,
+        key: TaskQuery,
+        bounds: tuple[int | None, int | None],
+        window: Listing,
+        number: int,
+    ) -> Page:
+        """Page `number` of a window's listing, put together from the tasks' kept bodies."""
+        generation = self._generation
+        page, token = self._assemble(key, bounds, window, number)
+        if token is not None:
+            with self._lock:
+                if generation == self._generation:
+                    self._tokens[token] = (key, bounds, number + 1)
+        return page
+
+    def _assemble(
+        self,
+        key: TaskQuery,
+        bounds: tuple[int | None, int | None] | None,
+        listing: Listing,
+        number: int,
+    ) -> tuple[Page, str | None]:
+        """A page's body, from each task's body (rendered on first use), and its next token."""
+        bodies = [self._body(key, task_id) for task_id in listing.page(number)]
+        token = None
+        tail = b"]}"
+        if number + 1 < listing.pages:
+            token = self._token(key, bounds, number + 1)
+            tail = b'],"next_token":' + json.dumps(token).encode() + b"}"
+        return Page(b'{"tasks":[' + b",".join(bodies) + tail, len(bodies)), token
+
+    def _body(self, key: TaskQuery, task_id: str) -> bytes:
+        """A task as this query renders it, kept for every page that holds it."""
+        cached = self._bodies.get((task_id, key.opts, key.expand))
+        if cached is not None:
+            return cached
+        generation = self._generation
+        task = self._render.task(self._store.tasks[task_id], opts=key.opts, expand=key.expand)
+        body = json_reply(200, task).body
+        with self._lock:
+            if generation == self._generation:
+                self._bodies[task_id, key.opts, key.expand] = body
+        return body
 
     def prerender(self, key: TaskQuery, progress: Callable[[int], None] | None = None) -> Listing:
         """Render every page of a listing now; `progress` is told each page's task count.
@@ -262,6 +329,8 @@ class PrerenderedPages:
             self._generation += 1
             self._listings.clear()
             self._pages.clear()
+            self._windows.clear()
+            self._bodies.clear()
             self._tokens.clear()
             self._cached.clear()
 
@@ -274,8 +343,10 @@ class PrerenderedPages:
                 "served": {name: self._served[name] for name in names},
             }
 
-    def _token(self, key: TaskQuery, number: int) -> str:
-        text = json.dumps([astuple(key), number])
+    def _token(
+        self, key: TaskQuery, bounds: tuple[int | None, int | None] | None, number: int
+    ) -> str:
+        text = json.dumps([astuple(key), bounds, number])
         digest = hmac.new(self._secret, text.encode(), hashlib.sha256).digest()[:_TOKEN_BYTES]
         return base64.urlsafe_b64encode(digest).decode("ascii")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import socket
 import threading
 import time
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 from tap_scale.testing.faults import (
     TIME_FILTERS,
     echoing,
+    including_before,
     invalid_json,
     rate_limited,
     refusal,
@@ -72,6 +74,10 @@ def _respond(
     request: tuple[str, str, Mapping[str, Sequence[str]], str | None],
 ) -> Outcome:
     method, path, params, authorization = request
+    wait = faults.rate_limited_for()
+    if wait is not None:
+        # As a rate limiter answers: at once, in whole seconds (RFC 9110's delay-seconds).
+        return Outcome(rate_limited(str(max(1, math.ceil(wait)))), fault="requests_per_second")
     if faults.slow_seconds > 0:
         time.sleep(faults.slow_seconds)
     # A rate limiter or a load balancer sits in front of the API: these faults come before
@@ -82,6 +88,8 @@ def _respond(
     ignored = faults.ignore_time_filters and not TIME_FILTERS.isdisjoint(params)
     if ignored:
         params = {name: values for name, values in params.items() if name not in TIME_FILTERS}
+    if faults.inclusive_before:
+        params = including_before(params)
     # Drawn before handling, since the API builds the empty page (and its token) itself; a
     # path that does not paginate draws nothing, leaving the other faults' sequence alone.
     empty = api.paginates(path) and faults.draw_empty_page()
