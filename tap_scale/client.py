@@ -17,6 +17,7 @@ from singer_sdk.helpers._state import SIGNPOST_MARKER
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
+from singer_sdk.streams.rest import PageContext
 
 from tap_scale import settings, transport
 from tap_scale.answers import (
@@ -38,7 +39,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Generator, Iterator
 
     import requests
     from backoff.types import Details
@@ -360,7 +361,7 @@ class ScaleStream(RESTStream[str | None]):
     @override
     @property
     def requests_session(self) -> requests.Session:
-        return transport.mount(super().requests_session)
+        return transport.mount(super().requests_session, t.cast("TapScale", self._tap).throttle)
 
     @override
     def backoff_max_tries(self) -> int:
@@ -481,6 +482,29 @@ class ScaleStream(RESTStream[str | None]):
                 "between tries, the `max_retry_wait` setting)"
             )
         return f" (Retry-After: {header})"
+
+    def pages(self, context: Context | None) -> Iterator[tuple[list[dict[str, t.Any]], bool]]:
+        """Each page of a listing, requested as the SDK's ``request_records`` requests them.
+
+        Yields each page's records and whether more pages follow, for readers that decide
+        what to do after a first page (``tap_scale.prefetch``).
+        """
+        paginator = self.get_new_paginator()
+        send = self.request_decorator(self._request)
+        while not paginator.finished:
+            page = PageContext(stream_context=context, next_page_token=paginator.current_value)
+            request = self.get_http_request(page=page)
+            prepared = self.build_prepared_request(
+                method=request.method,
+                url=request.url,
+                params=request.encode_params(),
+                headers=request.headers,
+            )
+            response = send(prepared, context)
+            self.update_sync_costs(prepared, response, context)
+            records = list(self.parse_response(response))
+            paginator.advance(response)
+            yield records, not paginator.finished
 
     def fetch(self, path: str, params: dict[str, t.Any]) -> dict[str, t.Any]:
         """GET one Scale object outside a sync (name lookups), with the same retries and checks."""

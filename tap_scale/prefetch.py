@@ -1,11 +1,14 @@
-"""Reading partitions concurrently: network waits overlap with each other and with emitting.
+"""Reading partitions concurrently, each in time windows: Scale's latency overlapped, memory flat.
 
-A sync spends most of its time waiting for Scale, and a partition's pages can only be read one
-after the other (each page names the next). So up to ``max_concurrency`` partitions are read at
-once by background threads, and their records are emitted interleaved, page by page, as they
-arrive: each partition's records still come out in the order Scale served them, each partition
-keeps its own state, and at most a couple of pages per partition are held, so memory stays flat
-however many tasks a sync moves.
+A sync spends most of its time waiting for Scale, and a chain of pages can only be read one page
+after the other (each page names the next). So up to ``max_concurrency`` background readers read
+chains at once: windows of every partition, as each partition's `PartitionPlan` cuts them
+(`tap_scale.windows`), earliest partition and earliest window first. Their pages are emitted
+interleaved as they arrive, each partition by the SDK's own sync of that partition, which keeps
+the partition's state; a partition's watermark (where its first window not yet emitted starts)
+is handed to the sync as its windows are emitted, so an interrupted first sync resumes from
+there. At most two pages per reader are held, so memory stays flat however many tasks a sync
+moves.
 """
 
 from __future__ import annotations
@@ -17,14 +20,26 @@ import typing as t
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+    from datetime import datetime
+
+    from tap_scale.windows import PartitionPlan, Window
 
 Record = dict[str, t.Any]
 Key = t.TypeVar("Key", bound="Hashable")
+#: A window's pages: each page's records, and whether more pages follow.
+Pages = t.Callable[[t.Any, "Window"], "Iterable[tuple[list[Record], bool]]"]
 
-# Chunks of records held per partition: the one being emitted and the next, being fetched.
-BUFFERED_CHUNKS = 2
+# Pages held per reader: the one being emitted and the next, fetched meanwhile.
+BUFFERED_PAGES_PER_READER = 2
 # How often a blocked reader checks whether the sync was abandoned.
 POLL_SECONDS = 0.5
+
+
+class _WindowRead:
+    """Every record of a window is queued before this."""
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
 
 
 class _Done:
@@ -38,74 +53,95 @@ class _Failed:
         self.error = error
 
 
-Item = list[Record] | _Done | _Failed
-Chunks = queue.Queue[Item]
-# What a reader announces once a chunk is ready to be taken: the partition, and how many
-# records the chunk holds (None: the partition is finished, or failed).
+Item = list[Record] | _WindowRead | _Done | _Failed
+# What a reader announces once a page is queued: the partition, and how many records the page
+# holds (None: the partition is finished, or failed).
 Arrival = tuple[t.Any, int | None]
 
 
-class PartitionPrefetcher:
-    """Reads up to ``workers`` partitions at once, in background threads."""
+class _Partition:
+    """One partition's plan, queue of pages and place in the sync."""
 
-    def __init__(
+    def __init__(self, context: t.Any, plan: PartitionPlan) -> None:  # noqa: ANN401 - the SDK's contexts
+        self.context = context
+        self.plan = plan
+        self.items: queue.Queue[Item] = queue.Queue()
+        # Held while a page is queued and announced, so pages are announced in queue order.
+        self.lock = threading.Lock()
+        self.ended = False
+
+
+class PartitionPrefetcher:
+    """Reads the windows of several partitions at once, in ``workers`` background threads."""
+
+    def __init__(  # noqa: PLR0913 - what reading needs, all but the first two keyword-only
         self,
-        read: Callable[[t.Any], Iterable[Record]],
-        contexts: Sequence[t.Any],
+        pages: Pages,
+        plans: Sequence[tuple[t.Any, PartitionPlan]],
         key: Callable[[t.Any], Hashable],
         *,
         workers: int,
-        chunk_size: int,
+        moment: Callable[[Record], datetime | None],
+        on_watermark: Callable[[t.Any, datetime], None] | None = None,
     ) -> None:
-        """Start reading ``contexts`` (in order) with ``read(context)``, ``workers`` at a time."""
-        self._read = read
+        """Start reading each (context, plan) with ``pages(context, window)``.
+
+        ``moment`` reads a record's ``completed_at``, for the plans; ``on_watermark`` is told,
+        in the consuming thread, where a partition's watermark has moved to.
+        """
+        self._pages = pages
         self._key = key
-        self._chunk_size = max(1, chunk_size)
-        self._queues: dict[Hashable, Chunks] = {
-            key(context): queue.Queue(maxsize=BUFFERED_CHUNKS) for context in contexts
-        }
-        # The readers' own references: the consumer pops its partitions from `_queues`.
-        self._filled = dict(self._queues)
-        # Bounded by the partitions' queues: a reader announces a chunk only once it is queued.
-        self._arrivals: queue.Queue[Arrival] = queue.Queue()
-        self._partitions = len(contexts)
-        if len(self._queues) != self._partitions:
+        self._moment = moment
+        self._on_watermark = on_watermark
+        self._workers = max(1, workers)
+        self._partitions = [_Partition(context, plan) for context, plan in plans]
+        self._by_key = {key(p.context): p for p in self._partitions}
+        if len(self._by_key) != len(self._partitions):
             # Two readers of one partition would share its queue and never both finish.
             msg = "Each partition can be read only once per sync"
             raise ValueError(msg)
-        # A partition holds its slot until it has been consumed, not merely fetched, so no more
-        # than `workers` partitions' pages are ever buffered.
-        self._slots = threading.Semaphore(max(1, workers))
+        self._unconsumed = dict(self._by_key)
+        self._arrivals: queue.Queue[Arrival] = queue.Queue()
+        # Pages queued and not yet taken by the sync: memory stays flat however fast Scale is.
+        self._slots = threading.Semaphore(BUFFERED_PAGES_PER_READER * self._workers)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._busy = 0
         self._abandoned = threading.Event()
         # Daemon threads: a sync that stops on an error must not wait for readers to drain.
-        threading.Thread(target=self._dispatch, args=(list(contexts),), daemon=True).start()
+        for _ in range(self._workers):
+            threading.Thread(target=self._work, daemon=True).start()
 
     def covers(self, context: t.Any) -> bool:  # noqa: ANN401 - the SDK's contexts are dicts
-        """Whether this prefetcher reads that partition."""
-        return self._key(context) in self._queues
+        """Whether this prefetcher reads that partition (and it has not been consumed yet)."""
+        return self._key(context) in self._unconsumed
 
     def records(self, context: t.Any) -> Iterator[Record]:  # noqa: ANN401
-        """The partition's records, in the order Scale served them; reading errors raise here."""
+        """The partition's records as its pages arrive; reading errors raise here."""
         # Each partition is read ahead once: popped, so that a second sync of the same stream
         # (library use) reads it directly instead of waiting on an exhausted queue.
-        chunks = self._queues.pop(self._key(context))
-        try:
-            while True:
-                chunk = chunks.get()
-                if isinstance(chunk, _Done):
-                    return
-                if isinstance(chunk, _Failed):
-                    raise chunk.error
-                yield from chunk
-        finally:
-            self._slots.release()
+        partition = self._unconsumed.pop(self._key(context))
+        while True:
+            item = partition.items.get()
+            if isinstance(item, list):
+                self._slots.release()
+                yield from item
+            elif isinstance(item, _WindowRead):
+                with self._lock:
+                    watermark = partition.plan.emitted(item.window)
+                if watermark is not None and self._on_watermark is not None:
+                    self._on_watermark(context, watermark)
+            elif isinstance(item, _Failed):
+                raise item.error
+            else:
+                return
 
     def arrivals(self) -> Iterator[Arrival]:
-        """Each partition's chunks as they become ready, across partitions: (context, size).
+        """Each partition's pages as they become ready, across partitions: (context, size).
 
         A size of None ends a partition (finished, or failed: its records raise the error).
         """
-        unfinished = self._partitions
+        unfinished = len(self._partitions)
         while unfinished:
             context, size = self._arrivals.get()
             unfinished -= size is None
@@ -114,55 +150,87 @@ class PartitionPrefetcher:
     def abandon(self) -> None:
         """Stop every reader (the sync is over or failed)."""
         self._abandoned.set()
+        with self._lock:
+            self._changed.notify_all()
 
-    def _dispatch(self, contexts: list[t.Any]) -> None:
-        for context in contexts:
-            while not self._slots.acquire(timeout=POLL_SECONDS):
+    # The readers
+
+    def _work(self) -> None:
+        while (job := self._take()) is not None:
+            partition, window = job
+            try:
+                self._read(partition, window)
+            except _Abandoned:
+                return
+            except BaseException as error:  # noqa: BLE001 - handed to the consuming thread to raise
+                self._end(partition, _Failed(error))
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                    self._changed.notify_all()
+
+    def _take(self) -> tuple[_Partition, Window] | None:
+        """The next window to read, waiting while others may still make more; None: all read."""
+        with self._lock:
+            while not self._abandoned.is_set():
+                for partition in self._partitions:
+                    window = None if partition.ended else partition.plan.take()
+                    if window is not None:
+                        self._busy += 1
+                        return partition, window
+                if self._busy == 0:
+                    return None  # nothing left to cut, and no reader that could make more
+                self._changed.wait(POLL_SECONDS)
+        return None
+
+    def _read(self, partition: _Partition, window: Window) -> None:
+        tasks = 0
+        pages = iter(self._pages(partition.context, window))
+        try:
+            for number, (records, more) in enumerate(pages):
+                if number == 0 and self._cut_up(partition, window, records, more=more):
+                    return  # its tasks come again in the windows it was cut into
+                if records:
+                    tasks += len(records)
+                    self._put(partition, records)
                 if self._abandoned.is_set():
-                    return
+                    raise _Abandoned
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+        partition.items.put(_WindowRead(window))
+        with self._lock:
+            if partition.plan.read(window, tasks):
+                self._end(partition, _Done())
+            self._changed.notify_all()
+
+    def _cut_up(
+        self, partition: _Partition, window: Window, records: list[Record], *, more: bool
+    ) -> bool:
+        sample = [moment for record in records if (moment := self._moment(record)) is not None]
+        with self._lock:
+            idle = self._workers - self._busy
+            cut = partition.plan.first_page(window, sample, more=more, idle=idle)
+            if cut:
+                self._changed.notify_all()
+        return cut
+
+    def _put(self, partition: _Partition, records: list[Record]) -> None:
+        while not self._slots.acquire(timeout=POLL_SECONDS):
             if self._abandoned.is_set():
+                raise _Abandoned
+        with partition.lock:
+            partition.items.put(records)
+            self._arrivals.put((partition.context, len(records)))
+
+    def _end(self, partition: _Partition, item: _Done | _Failed) -> None:
+        with partition.lock:
+            if partition.ended:
                 return
-            try:
-                threading.Thread(target=self._fill, args=(context,), daemon=True).start()
-            except RuntimeError as error:  # no thread to be had: the partition fails, not hangs
-                self._put_quietly(context, self._filled[self._key(context)], _Failed(error))
-
-    def _fill(self, context: t.Any) -> None:  # noqa: ANN401
-        chunks = self._filled[self._key(context)]
-        try:
-            chunk: list[Record] = []
-            for record in self._read(context):
-                chunk.append(record)
-                if len(chunk) >= self._chunk_size:
-                    self._put(context, chunks, chunk)
-                    chunk = []
-            if chunk:
-                self._put(context, chunks, chunk)
-            self._put(context, chunks, _Done())
-        except _Abandoned:
-            return
-        except BaseException as error:  # noqa: BLE001 - handed to the consuming thread to raise
-            self._put_quietly(context, chunks, _Failed(error))
-
-    def _put(self, context: t.Any, chunks: Chunks, item: Item) -> None:  # noqa: ANN401
-        # Checked at every page too, so an abandoned reader stops fetching soon.
-        if self._abandoned.is_set():
-            raise _Abandoned
-        while True:
-            try:
-                chunks.put(item, timeout=POLL_SECONDS)
-            except queue.Full:  # noqa: PERF203 - a blocked wait, not a hot loop
-                if self._abandoned.is_set():
-                    raise _Abandoned from None
-            else:
-                self._arrivals.put((context, len(item) if isinstance(item, list) else None))
-                return
-
-    def _put_quietly(self, context: t.Any, chunks: Chunks, item: Item) -> None:  # noqa: ANN401
-        try:
-            self._put(context, chunks, item)
-        except _Abandoned:
-            return
+            partition.ended = True
+            partition.items.put(item)
+            self._arrivals.put((partition.context, None))
 
 
 class _Abandoned(Exception):  # noqa: N818 - a signal between threads, not an error
@@ -174,16 +242,16 @@ def interleave(
     syncs: Mapping[Key, Iterator[Record]],
     key: Callable[[t.Any], Key],
 ) -> Iterator[Record]:
-    """Advance each partition's sync as its records arrive, so partitions are emitted together.
+    """Advance each partition's sync as its pages arrive, so partitions are emitted together.
 
     ``syncs`` are lazy per-partition syncs, each taking its records from
     ``prefetcher.records(context)`` and yielding each once it is emitted: advanced by as many
-    records as a chunk holds once it is ready, never waiting on a partition that is still being
+    records as a page holds once it is ready, never waiting on a partition that is still being
     read while another has records to emit. A partition's sync is run to its end when the
     partition ends, where it finishes the partition's state.
     """
     for context, size in prefetcher.arrivals():
         sync = syncs[key(context)]
         # Tasks are never dropped by post_process; if a sync did skip one, islice would only
-        # make it wait for the next chunk's records here, and nothing would be lost.
+        # make it wait for the next page's records here, and nothing would be lost.
         yield from sync if size is None else itertools.islice(sync, size)

@@ -25,6 +25,7 @@ from tap_scale.models import TASK_STATUSES
 from tap_scale.progress import DEFAULT_INTERVAL, SyncProgress
 from tap_scale.selection import Selection
 from tap_scale.streams.tasks import DEFAULT_MAX_CONCURRENCY
+from tap_scale.throttle import Throttle
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -142,9 +143,10 @@ class TapScale(CheckedTap):
             "max_concurrency",
             th.IntegerType(minimum=1, maximum=8),
             default=DEFAULT_MAX_CONCURRENCY,
-            description="Task partitions (project or batch, status) read at once, their records "
-            "emitted interleaved page by page. Each partition's records keep their order and "
-            "state.",
+            description="Chains of task pages read at once: time windows of one big project, "
+            "or of several partitions (project or batch, status), their records emitted "
+            "interleaved page by page, each partition keeping its state. Fewer while Scale "
+            "answers 429.",
         ),
         th.Property(
             "opts",
@@ -191,6 +193,11 @@ class TapScale(CheckedTap):
             streams.DatasetTasksStream(self),
             *(stream_type(self) for stream_type in streams.TASK_ROWS_STREAMS),
         ]
+
+    @cached_property
+    def throttle(self) -> Throttle:
+        """The slots of requests in flight, fewer while Scale answers 429 (`tap_scale.throttle`)."""
+        return Throttle(self.config.get("max_concurrency", DEFAULT_MAX_CONCURRENCY), self.logger)
 
     @cached_property
     def server_clock(self) -> ServerClock:

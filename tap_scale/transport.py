@@ -35,6 +35,8 @@ if t.TYPE_CHECKING:
     from typing_extensions import Self
     from urllib3.poolmanager import PoolManager
 
+    from tap_scale.throttle import Throttle
+
 
 class RequestDeadlineExceeded(requests.exceptions.Timeout):
     """The server did not finish answering a request within its deadline."""
@@ -148,7 +150,16 @@ _POOLS = {"http": _WatchedHTTPConnectionPool, "https": _WatchedHTTPSConnectionPo
 
 
 class DeadlineAdapter(HTTPAdapter):
-    """An adapter whose requests, body included, end by their timeout, taken as a deadline."""
+    """An adapter whose requests, body included, end by their timeout, taken as a deadline.
+
+    With a `Throttle`, each request first waits for one of its slots (not counted against the
+    deadline) and tells it how Scale answered.
+    """
+
+    def __init__(self, throttle: Throttle | None = None) -> None:
+        """An adapter whose requests hold a slot of `throttle`, if given."""
+        super().__init__()
+        self.throttle = throttle
 
     def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:  # noqa: ANN401
         """Make the pool manager, with connections that tell their deadline their socket."""
@@ -168,6 +179,19 @@ class DeadlineAdapter(HTTPAdapter):
         **kwargs: t.Any,  # noqa: ANN401
     ) -> requests.Response:
         """Send the request and read its body, all before its timeout has passed."""
+        if self.throttle is None:
+            return self._send(request, *args, **kwargs)
+        with self.throttle.slot() as epoch:
+            response = self._send(request, *args, **kwargs)
+            self.throttle.answered(epoch, response.status_code)
+            return response
+
+    def _send(
+        self,
+        request: requests.PreparedRequest,
+        *args: t.Any,  # noqa: ANN401
+        **kwargs: t.Any,  # noqa: ANN401
+    ) -> requests.Response:
         timeout = kwargs.get("timeout")
         # A (connect, read) pair bounds single operations as chosen; a number is the deadline.
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
@@ -192,10 +216,10 @@ def _exceeded(request: requests.PreparedRequest, seconds: float) -> RequestDeadl
     )
 
 
-def mount(session: requests.Session) -> requests.Session:
-    """Give a session's HTTP and HTTPS requests their deadlines; returns the session."""
+def mount(session: requests.Session, throttle: Throttle | None = None) -> requests.Session:
+    """Give a session's requests their deadlines (and `throttle`'s slots); returns the session."""
     if not isinstance(session.get_adapter("https://"), DeadlineAdapter):
-        adapter = DeadlineAdapter()
+        adapter = DeadlineAdapter(throttle)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
     return session

@@ -42,7 +42,7 @@ if t.TYPE_CHECKING:
 TARGET_PAGES = 2.9
 # Before a region's windows have counted any tasks, each worker's first window is this small
 # a share of the region, so a region of a few hundred tasks is not cut into many windows.
-SLOW_START_WINDOWS = 4
+SLOW_START_WINDOWS = 2
 # Windows narrower than this are not cut up further: their tasks share one instant or nearly.
 NARROWEST = timedelta(milliseconds=4)
 # Regions a partition may make from dense windows: each costs a page read and set aside.
@@ -117,6 +117,7 @@ class Region:
         self._counted_tasks = 0
         self._counted_share = 0.0
         self._tail_share: float | None = None
+        self._cuts = 0
 
     @property
     def exhausted(self) -> bool:
@@ -149,8 +150,9 @@ class Region:
             share = self._tail_share
         else:
             share = self._target / estimate
-        first = self.frontier == 0.0
-        after = self.after if first else _earlier(self.cut_to)
+        # The first window asks from the region's own bound; each later one from its start.
+        after = self.after if self._cuts == 0 else _earlier(self.cut_to)
+        self._cuts += 1
         end = self.end
         if self.frontier + share < 1.0 - 1e-9:
             edge = _whole_millisecond(self.spread.moment(self.frontier + share))
@@ -167,7 +169,7 @@ class Region:
             share=max(share, 0.0),
             region=self,
         )
-        self.frontier = 1.0 if end >= self.end else self.frontier + max(share, 0.0)
+        self.frontier = 1.0 if end >= self.end else max(self.frontier, self.spread.share(end))
         self.cut_to = end
         return window
 
@@ -175,10 +177,12 @@ class Region:
 class Spread:
     """An estimate of how a region's tasks spread over [low, high]: the share up to a moment.
 
-    Half of the tasks are taken to spread evenly over the range, half as the sample does, the
-    sample's own distribution drawn as straight lines between its sorted moments, so that
-    every moment of the range gets a share and the estimate is right for evenly spread tasks
-    and close for bursty ones.
+    Half of the tasks are taken to spread as the sample does, its distribution drawn as
+    straight lines between its sorted moments and the range's ends, so that every moment of
+    the range gets a share; the other half evenly between the sample's first and last moment,
+    where a sample drawn from all of the region's tasks says nearly all of them are. So the
+    estimate is right for evenly spread tasks, close for bursty ones, and a long empty stretch
+    before or after the tasks (a first sync bounded by today) costs only a window or two.
     """
 
     def __init__(self, low: datetime, high: datetime, sample: Sequence[datetime]) -> None:
@@ -187,6 +191,7 @@ class Spread:
         self._high = max(_seconds(high), self._low + 1e-3)
         inside = [min(max(_seconds(m), self._low), self._high) for m in sample]
         self._points = [self._low, *inside, self._high]
+        self._first, self._last = (inside[0], inside[-1]) if inside else (self._low, self._high)
 
     def share(self, moment: datetime) -> float:
         """The estimated share of the tasks completed by `moment`."""
@@ -208,7 +213,12 @@ class Spread:
             return 0.0
         if seconds >= self._high:
             return 1.0
-        even = (seconds - self._low) / (self._high - self._low)
+        if seconds <= self._first:
+            even = 0.0
+        elif seconds >= self._last:
+            even = 1.0
+        else:
+            even = (seconds - self._first) / (self._last - self._first)
         points = self._points
         index = bisect_right(points, seconds) - 1
         below, above = points[index], points[min(index + 1, len(points) - 1)]

@@ -222,7 +222,7 @@ def test_a_repeated_next_token_is_a_clear_error_not_an_endless_loop(
     assert sum("next_token" in r["params"] for r in simulator.requests) == 1
 
 
-def test_partitions_read_concurrently_keep_their_order_and_state(
+def test_partitions_read_concurrently_hold_the_same_tasks_and_state(
     simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
 ) -> None:
     config = {**config, "task_statuses": ["completed", "pending"]}
@@ -236,48 +236,55 @@ def test_partitions_read_concurrently_keep_their_order_and_state(
         order: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
         for record in run.records():
             order[record["project"], record["status"]].append(record["task_id"])
-        return order
+        return {partition: sorted(ids) for partition, ids in order.items()}
 
     assert per_partition(concurrent) == per_partition(one_at_a_time)
     assert concurrent.state == one_at_a_time.state
-    # The reads really overlapped: a partition's first page was asked for before the one
-    # before it had been read to its end.
-    partitions = [
-        (r["params"]["project_id"][0], r["params"]["status"][0])
+    # The reads really overlapped: a chain of pages (a query, its bounds included) was started
+    # before another one had been read to its end.
+    chains = [
+        json.dumps({k: v for k, v in r["params"].items() if k != "next_token"}, sort_keys=True)
         for r in simulator.requests
         if r["path"] == "/v2/tasks"
     ]
-    first_seen = {p: partitions.index(p) for p in partitions}
-    last_seen = {p: len(partitions) - 1 - partitions[::-1].index(p) for p in partitions}
+    first_seen = {chain: chains.index(chain) for chain in chains}
+    last_seen = {chain: len(chains) - 1 - chains[::-1].index(chain) for chain in chains}
     ordered = sorted(first_seen, key=first_seen.get)  # type: ignore[arg-type]
     assert any(first_seen[b] < last_seen[a] for a, b in itertools.pairwise(ordered))
 
 
-def test_partitions_are_emitted_together_and_each_bookmarked_after_its_last_record(
+def test_no_state_names_a_bookmark_before_every_task_completed_before_it_is_out(
     simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
 ) -> None:
+    """The watermark: a bookmark written while its partition is read has nothing unread below.
+
+    Each project is read in several windows at once (pages of 7), so its bookmark moves while
+    it is read; a sync resumed from any STATE it wrote would miss nothing.
+    """
     simulator.faults.slow_seconds = 0.02
     run = run_tap(tmp_path, {**config, "max_concurrency": 3})
-
-    first_record: dict[str, int] = {}
-    last_record: dict[str, int] = {}
-    first_bookmark: dict[str, int] = {}
-    for index, message in enumerate(run.messages):
+    truth = simulator.tasks(status="completed")
+    emitted: set[str] = set()
+    mid_partition = 0
+    for message in run.messages:
         if message["type"] == "RECORD" and message["stream"] == "tasks":
-            first_record.setdefault(message["record"]["project"], index)
-            last_record[message["record"]["project"]] = index
+            emitted.add(message["record"]["task_id"])
         elif message["type"] == "STATE":
             tasks = message["value"]["bookmarks"].get("tasks", {})
             for partition in tasks.get("partitions", ()):
-                if "replication_key_value" in partition:
-                    first_bookmark.setdefault(partition["context"]["project"], index)
-
-    assert len(last_record) == 3
-    # Emitted together: each partition's records began before any other's ended.
-    assert max(first_record.values()) < min(last_record.values())
-    # A partition's bookmark is only ever written once its last record is out.
-    assert first_bookmark.keys() == last_record.keys()
-    assert all(first_bookmark[project] > last_record[project] for project in last_record)
+                bookmark = partition.get("replication_key_value")
+                if bookmark is None:
+                    continue
+                below = {
+                    task["task_id"]
+                    for task in truth
+                    if task["project"] == partition["context"]["project"]
+                    and parse_timestamp(task["completed_at"]) < parse_timestamp(bookmark)
+                }
+                assert below <= emitted, f"{partition} named before all below it were out"
+                mid_partition += "progress_markers" in partition
+    assert mid_partition, "no bookmark moved while its partition was being read"
+    assert emitted == {task["task_id"] for task in truth}
 
 
 def test_the_same_stream_object_can_read_its_partitions_twice(simulator: ScaleSimulator) -> None:

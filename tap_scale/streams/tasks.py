@@ -11,10 +11,11 @@ from functools import cached_property
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
 from tap_scale.client import ScaleStream
-from tap_scale.models import TASK, format_timestamp, utc_timestamp
+from tap_scale.models import TASK, format_timestamp, parse_timestamp, utc_timestamp
 from tap_scale.prefetch import PartitionPrefetcher, interleave
 from tap_scale.selection import Source
 from tap_scale.streams.row_writer import TaskRowsWriter
+from tap_scale.windows import MILLISECOND, PartitionPlan, Window
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -30,9 +31,10 @@ if t.TYPE_CHECKING:
     from tap_scale.streams.task_rows import TaskRowsStream
     from tap_scale.tap import TapScale
 
-# Partitions read at once: enough to overlap Scale's latency with work, few enough to be gentle
-# with Scale's rate limits.
-DEFAULT_MAX_CONCURRENCY = 3
+# Chains of pages read at once (windows of one partition, or of several): enough to overlap
+# Scale's latency with work several times over, few enough to be gentle with Scale, which
+# publishes no rate limit; on a 429 the tap reads fewer at once anyway (`tap_scale.throttle`).
+DEFAULT_MAX_CONCURRENCY = 4
 
 # Only completed tasks carry a `completed_at`; the others are read in full on every run.
 INCREMENTAL_STATUS = "completed"
@@ -119,8 +121,9 @@ class TasksStream(TaskRecordsStream):
     is_sorted = False
     schema = TASK.to_dict()
     completed_after: dict[tuple[tuple[str, t.Any], ...], datetime | None] = {}  # noqa: RUF012 - replaced per instance
-    # The partitions' readers while an interleaved sync runs.
+    # The partitions' readers while an interleaved sync runs, and whether it writes messages.
     _prefetcher: PartitionPrefetcher | None = None
+    _writing = True
 
     @override
     @property
@@ -136,7 +139,7 @@ class TasksStream(TaskRecordsStream):
         ]
 
     def _read_ahead(self, contexts: list[dict[str, t.Any]]) -> PartitionPrefetcher:
-        """Start reading the partitions in background threads, ``max_concurrency`` at a time."""
+        """Start reading the partitions' windows in ``max_concurrency`` background threads."""
         # Fixed here, in the SDK's thread: the readers must see one upper bound and must not
         # touch the state, which the SDK writes while they run. Each sync has its own bound.
         self.__dict__.pop("sync_started_at", None)
@@ -146,13 +149,57 @@ class TasksStream(TaskRecordsStream):
             for context in contexts
             if context["status"] == INCREMENTAL_STATUS
         }
+        workers = self.config.get("max_concurrency", DEFAULT_MAX_CONCURRENCY)
+        page_size = self.config.get("page_size", 100)
+        plans = [
+            (context, PartitionPlan(self._whole(context), workers=workers, page_size=page_size))
+            for context in contexts
+        ]
         return PartitionPrefetcher(
-            self.request_records,
-            contexts,
+            self._window_pages,
+            plans,
             key=partition_key,
-            workers=self.config.get("max_concurrency", DEFAULT_MAX_CONCURRENCY),
-            chunk_size=self.config.get("page_size", 100),
+            workers=workers,
+            moment=_completed_at,
+            on_watermark=self._advance_bookmark,
         )
+
+    def _whole(self, context: Context) -> Window:
+        """A partition's whole range as one window: what it is first read as."""
+        key = partition_key(context)
+        if key not in self.completed_after:  # no completed_at to bound or cut it by
+            return Window(None, None, None)
+        after = self.completed_after[key]
+        start = None if after is None else after + MILLISECOND
+        return Window(after, self.sync_started_at, start, whole=True)
+
+    def _window_pages(
+        self, context: Context, window: Window
+    ) -> Iterable[tuple[list[dict[str, t.Any]], bool]]:
+        """A window's pages: the partition's query, bounded by the window."""
+        bounds = {
+            name: format_timestamp(moment)
+            for name, moment in (
+                ("completed_after", window.after),
+                ("completed_before", window.before),
+            )
+            if moment is not None
+        }
+        return self.pages({**context, **bounds})
+
+    def _advance_bookmark(self, context: Context, watermark: datetime) -> None:
+        """Every task of the partition completed before ``watermark`` is emitted: keep it.
+
+        The partition is still being read, so the bookmark is where a sync interrupted now
+        should resume; a STATE message says so at once. When the partition is finished, the
+        SDK moves the bookmark on to the latest task emitted, as for any partition.
+        """
+        state = self.get_context_state(context)
+        state["replication_key"] = self.replication_key
+        state["replication_key_value"] = format_timestamp(watermark)
+        if self._writing:
+            self.state_manager.is_flushed = False
+            self._write_state_message()
 
     def _completed_after(self, context: Context) -> datetime | None:
         lookback = timedelta(minutes=self.config.get("lookback_minutes", 0))
@@ -192,6 +239,7 @@ class TasksStream(TaskRecordsStream):
             )
             for partition in contexts
         }
+        self._writing = write_messages
         self._prefetcher = self._read_ahead(contexts)
         try:
             yield from interleave(self._prefetcher, syncs, partition_key)
@@ -233,7 +281,11 @@ class TasksStream(TaskRecordsStream):
             else Source("project", context["project"])
         )
         params = {**source.query, "status": context["status"], **self.task_params(next_page_token)}
-        if context["status"] == INCREMENTAL_STATUS:
+        if "completed_before" in context:
+            # A window of the partition (`_window_pages`), bounded as it says.
+            bounds = ("completed_after", "completed_before")
+            params.update({name: context[name] for name in bounds if name in context})
+        elif context["status"] == INCREMENTAL_STATUS:
             key = partition_key(context)
             after = (
                 self.completed_after[key]
@@ -244,3 +296,14 @@ class TasksStream(TaskRecordsStream):
                 params["completed_after"] = format_timestamp(after)
             params["completed_before"] = format_timestamp(self.sync_started_at)
         return params
+
+
+def _completed_at(record: dict[str, t.Any]) -> datetime | None:
+    """A task's ``completed_at`` as Scale sent it, as a moment; None if it has none readable."""
+    value = record.get("completed_at")
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_timestamp(value)
+    except (ValueError, OverflowError):
+        return None
