@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import typing as t
@@ -133,3 +134,31 @@ def by_id(tasks: t.Iterable[dict[str, t.Any]]) -> dict[str, dict[str, t.Any]]:
 def moment(value: str | None) -> datetime | None:
     """A timestamp as the moment it names, whichever way it is written."""
     return None if value is None else parse_timestamp(value)
+
+
+def run_until_killed(
+    tmp_path: Path,
+    config: dict[str, t.Any],
+    records: int,
+    *,
+    state: dict[str, t.Any] | None = None,
+    catalog: dict[str, t.Any] | None = None,
+) -> list[dict[str, t.Any]]:
+    """Run the tap, SIGKILL it after this many records, and return every message it got out."""
+    command = tap_args(tmp_path, config, state=state, catalog=catalog)
+    messages, seen = [], 0
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            messages.append(json.loads(line))
+            seen += messages[-1]["type"] == "RECORD"
+            if seen == records:
+                process.send_signal(signal.SIGKILL)
+                break
+        # What was written before the kill still reaches the target: read it to the end. A
+        # message the kill cut mid-write has no newline; a target never receives it whole.
+        messages += [json.loads(line) for line in process.stdout if line.endswith("\n")]
+    assert process.returncode == -signal.SIGKILL
+    return messages

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import typing as t
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -15,7 +13,7 @@ import requests
 
 from tap_scale import task_rows
 from tap_scale.answers import retry_after_seconds
-from tests.tap_run import run_tap, tap_args
+from tests.tap_run import run_tap, run_until_killed
 
 if t.TYPE_CHECKING:
     from pathlib import Path
@@ -220,36 +218,13 @@ def test_a_sync_killed_at_any_point_and_resumed_from_its_last_state_loses_nothin
 
     # Slow enough that the kill lands mid-sync, wherever the count falls.
     simulator.faults.slow_seconds = 0.01
-    killed = _run_until_killed(tmp_path, config, kill_after_records)
+    killed = run_until_killed(tmp_path, config, kill_after_records)
     states = [m["value"] for m in killed if m["type"] == "STATE"]
     simulator.faults.slow_seconds = 0
     resumed = run_tap(tmp_path, config, state=states[-1] if states else None)
 
     emitted = {**keyed(killed), **keyed(resumed.messages)}
     assert emitted.keys() >= everything.keys()
-
-
-def _run_until_killed(
-    tmp_path: Path, config: dict[str, t.Any], records: int
-) -> list[dict[str, t.Any]]:
-    """Run the tap, SIGKILL it after this many records, and return every message it got out."""
-    command = tap_args(tmp_path, config)
-    messages, seen = [], 0
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    ) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            messages.append(json.loads(line))
-            seen += messages[-1]["type"] == "RECORD"
-            if seen == records:
-                process.send_signal(signal.SIGKILL)
-                break
-        # What was written before the kill still reaches the target: read it to the end. A
-        # message the kill cut mid-write has no newline; a target never receives it whole.
-        messages += [json.loads(line) for line in process.stdout if line.endswith("\n")]
-    assert process.returncode == -signal.SIGKILL
-    return messages
 
 
 def test_the_api_key_never_appears_in_any_output_even_with_debug_logging(

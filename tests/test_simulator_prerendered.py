@@ -98,7 +98,7 @@ def test_a_window_that_excludes_tasks_is_served_from_kept_bodies_as_the_api_filt
     prerendered: ScaleSimulator, rendering: ScaleSimulator
 ) -> None:
     project = first_project(prerendered)
-    listing = {"project_id": project, "status": "completed", "limit": 10}
+    listing: dict[str, t.Any] = {"project_id": project, "status": "completed", "limit": 10}
     every = [task for r in walk(prerendered, **listing) for task in r.json()["tasks"]]
     instants = sorted(parse(task["completed_at"]) for task in every)
     # A window of the listing, both ends on a task: strict at both ends, as the API is.
