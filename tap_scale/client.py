@@ -23,6 +23,7 @@ from tap_scale.answers import (
     ScaleAPIError,
     ServerClock,
     describe_request,
+    network_failure,
     page_body,
     retry_after_header,
     retry_after_seconds,
@@ -405,7 +406,7 @@ class ScaleStream(RESTStream[str | None]):
         if isinstance(error, (RetriableAPIError, transport.RequestDeadlineExceeded)):
             reason = str(error)
         else:
-            reason = type(error).__name__
+            reason = network_failure(error) if error is not None else "no answer"
         self.logger.warning(
             "Retrying %s in %.1f s (try %d of %d failed%s): %s",
             endpoint,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import typing as t
 
@@ -119,6 +120,34 @@ def test_each_retry_is_one_line_and_no_misleading_line_is_logged(
     for text in MISLEADING:
         assert text not in run.stderr, text
     assert "| ERROR " not in run.stderr
+
+
+def test_a_request_that_got_no_answer_says_why_in_its_retry_line_and_final_stop(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    # Before, each such line ended in the bare class name `ConnectionError`, whatever happened.
+    simulator.faults.dropped_connection = 0.2
+    run = run_tap(tmp_path, {**config, "max_tries": 10})
+    retries = [line for line in run.stderr.splitlines() if "Retrying GET /v2/" in line]
+    assert len(retries) == len([r for r in simulator.requests if r["fault"]]) > 0
+    assert all(
+        line.endswith("): ConnectionError (Remote end closed connection without response)")
+        for line in retries
+    ), retries[:3]
+
+    # A port nothing listens on: the cause is in every retry line and in the final stop.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    refused = {**config, "api_url": f"http://127.0.0.1:{port}/v2", "max_tries": 2}
+    failed = run_tap(tmp_path, {**refused, "max_retry_wait": 0}, check=False)
+    assert failed.returncode == 1
+    lines = failed.stderr.strip().splitlines()
+    assert next(line for line in lines if "Retrying" in line).endswith(
+        "(try 1 of 2 failed): ConnectionError (Connection refused)"
+    )
+    assert "failed through every try (the `max_tries` setting) with ConnectionError " in lines[-1]
+    assert "(Connection refused)" in lines[-1]
 
 
 def test_a_connection_test_logs_no_error_when_it_passes_and_one_paragraph_when_not(
