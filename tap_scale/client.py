@@ -465,7 +465,8 @@ class ScaleStream(RESTStream[str | None]):
                 # A wrong `api_url` answers everything with 404, not only unknown ids.
                 advice = settings.not_found_advice(self.url_base, response) or advice
             msg = (
-                f"Scale answered {describe_request(response)} with HTTP {status}: {text}. {advice}"
+                f"Scale answered {describe_request(response)} with HTTP {status}: "
+                f"{text.rstrip('.')}. {advice}"
             )
             raise ScaleAPIError(msg.rstrip(), status, text)
         # Parsing here, inside the retried call, makes a 200 with a broken body a retry.

@@ -350,6 +350,7 @@ def test_an_api_url_with_the_wrong_path_is_named_as_the_cause_of_a_404(
     assert "HTTP 404" in message
     assert f"The `api_url` setting {api_url!r} does not end in /v2" in message
     assert "project, batch or delivery" not in message
+    assert ".." not in message, "Scale's text ends a sentence the message ends again"
     assert len(simulator.requests) == 1, "a 404 is not retried"
 
 
