@@ -28,6 +28,8 @@ if t.TYPE_CHECKING:
     import requests
 
 _ERROR_TEXT_LIMIT = 200
+# How deep a failed request's chain of causes is followed for the one a person can act on.
+_CAUSES_FOLLOWED = 10
 # Invalid characters named one by one in a warning, then counted.
 _NAMED_REPAIRS = 5
 # Items of a records list that are not records, shown this long in the warning that skips them.
@@ -60,6 +62,37 @@ def scale_error_text(response: requests.Response) -> str:
     # before it is cut, so that a secret the page quotes cannot survive in part.
     text = redact(" ".join(response.text.split())) or "(empty body)"
     return text if len(text) <= _ERROR_TEXT_LIMIT else text[:_ERROR_TEXT_LIMIT] + "..."
+
+
+def network_failure(error: BaseException) -> str:
+    """A request that got no answer, as a log line names it: "ConnectionError (Connection refused)".
+
+    requests wraps the cause several times over (urllib3's retries, its pool, the socket): the
+    innermost is what a person can act on, a port nothing listens on or a peer that hung up.
+    """
+    cause, seen = error, 0
+    while seen < _CAUSES_FOLLOWED:
+        reason = getattr(cause, "reason", None)
+        inner = next(
+            (
+                candidate
+                for candidate in (
+                    reason,
+                    cause.args[0] if cause.args else None,
+                    cause.__cause__,
+                    cause.__context__,
+                )
+                if isinstance(candidate, BaseException)
+            ),
+            None,
+        )
+        if inner is None:
+            break
+        cause, seen = inner, seen + 1
+    if cause is error:
+        return type(error).__name__
+    said = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+    return f"{type(error).__name__} ({redact(said.strip() or type(cause).__name__)})"
 
 
 def describe_request(response: requests.Response | requests.PreparedRequest) -> str:

@@ -9,6 +9,8 @@ and always before the first record. One hook is private, `_validate_config`:
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import os
 import sys
 import typing as t
@@ -109,6 +111,7 @@ class CheckedTap(Tap):
         nothing, so its map is not applied at all, not even its `__filter__`: a parent stream
         read only for its children (`deliveries` for `delivery_tasks`) feeds them every record.
         """
+        self._check_stream_map_names()
         PluginBase.setup_mapper(self)  # Tap.setup_mapper's first half: the mapper itself
         selected, unselected = Catalog(), []
         for name, entry in self.catalog.items():
@@ -128,6 +131,74 @@ class CheckedTap(Tap):
                     flattening_options=self.mapper.flattening_options,
                 )
             ]
+
+    def _check_stream_map_names(self) -> None:
+        """A map under a name that is no stream (nor a pattern, nor an alias) is never applied.
+
+        The SDK ignores it silently: `{"task": ...}` for `tasks` synced every record unmapped,
+        with exit code 0. A name close to a stream's is refused naming the stream; any other
+        only warned about (a map shared between taps may name another tap's streams).
+        """
+        maps = self.config.get("stream_maps")
+        if not isinstance(maps, dict):
+            return
+        streams = sorted(self.streams)
+        problems = []
+        for name, definition in maps.items():
+            if name in self.streams and isinstance(definition, dict):
+                problems += self._dropped_fields_unknown(name, definition)
+            if (
+                name.startswith("__")  # the SDK's own keys, `__else__`
+                or any(fnmatch.fnmatch(stream, name) for stream in streams)
+                or (isinstance(definition, dict) and "__source__" in definition)
+            ):
+                continue
+            if close := difflib.get_close_matches(name, streams, n=2, cutoff=0.75):
+                problems.append(
+                    f"`stream_maps` maps `{name}`, which is not a stream of {self.name}, so the "
+                    "map would never apply; did you mean "
+                    + " or ".join(f"`{stream}`" for stream in close)
+                    + "?"
+                )
+            else:
+                self.logger.warning(
+                    "Settings: `stream_maps` maps `%s`, which is not a stream of %s: that map "
+                    "is never applied (the streams: %s).",
+                    name,
+                    self.name,
+                    ", ".join(streams),
+                )
+        if problems:
+            msg = "The `stream_maps` setting cannot be used"
+            raise InputError(msg, problems, settings.CHANGE_SETTINGS)
+
+    def _dropped_fields_unknown(self, stream: str, definition: dict[str, t.Any]) -> list[str]:
+        """A field a map drops (`__NULL__`) that the stream lacks: refused if a field's misspelt.
+
+        Any other is only warned about: a catalog may have left that field out already.
+        """
+        fields = sorted(self.streams[stream].schema.get("properties", {}))
+        problems = []
+        for field, expression in definition.items():
+            if field.startswith("__") or field in fields or expression not in {None, "__NULL__"}:
+                continue
+            if close := difflib.get_close_matches(field, fields, n=2, cutoff=0.75):
+                problems.append(
+                    f"`stream_maps.{stream}` drops `{field}`, which is not a field of `{stream}`, "
+                    "so nothing would be dropped; did you mean "
+                    + " or ".join(f"`{name}`" for name in close)
+                    + "?"
+                )
+            else:
+                self.logger.warning(
+                    "Settings: `stream_maps.%s` drops `%s`, which is not a field of `%s`: "
+                    "nothing is dropped (its fields: %s).",
+                    stream,
+                    field,
+                    stream,
+                    ", ".join(fields),
+                )
+        return problems
 
     @override
     def load_state(self, state: dict[str, t.Any]) -> None:

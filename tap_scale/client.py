@@ -24,6 +24,7 @@ from tap_scale.answers import (
     ScaleAPIError,
     ServerClock,
     describe_request,
+    network_failure,
     page_body,
     retry_after_header,
     retry_after_seconds,
@@ -406,7 +407,7 @@ class ScaleStream(RESTStream[str | None]):
         if isinstance(error, (RetriableAPIError, transport.RequestDeadlineExceeded)):
             reason = str(error)
         else:
-            reason = type(error).__name__
+            reason = network_failure(error) if error is not None else "no answer"
         self.logger.warning(
             "Retrying %s in %.1f s (try %d of %d failed%s): %s",
             endpoint,
@@ -465,7 +466,8 @@ class ScaleStream(RESTStream[str | None]):
                 # A wrong `api_url` answers everything with 404, not only unknown ids.
                 advice = settings.not_found_advice(self.url_base, response) or advice
             msg = (
-                f"Scale answered {describe_request(response)} with HTTP {status}: {text}. {advice}"
+                f"Scale answered {describe_request(response)} with HTTP {status}: "
+                f"{text.rstrip('.')}. {advice}"
             )
             raise ScaleAPIError(msg.rstrip(), status, text)
         # Parsing here, inside the retried call, makes a 200 with a broken body a retry.

@@ -33,6 +33,9 @@ if t.TYPE_CHECKING:
 DEFAULT_INTERVAL = 30
 LOGGER_NAME = "tap-scale.progress"
 _MINUTE, _HOUR = 60, 3600
+# Below this many records a second, a rate keeps one decimal: a parent stream whose children
+# take the time (`deliveries` while their tasks are read) would otherwise read "0/s", stalled.
+_WHOLE_RATE = 10
 
 
 def duration(seconds: float) -> str:
@@ -43,6 +46,11 @@ def duration(seconds: float) -> str:
     if whole < _HOUR:
         return f"{whole // _MINUTE} min {whole % _MINUTE:02d} s"
     return f"{whole // _HOUR} h {whole % _HOUR // _MINUTE:02d} min"
+
+
+def per_second(rate: float) -> str:
+    """A rate as a person reads it: "427/s", and "0.3/s" where whole numbers would say 0/s."""
+    return f"{rate:,.0f}/s" if rate >= _WHOLE_RATE else f"{rate:.1f}/s"
 
 
 def _key(context: Mapping[str, t.Any] | None) -> str:
@@ -154,7 +162,10 @@ class SyncProgress:
     def _line(self, stream: str, state: _Stream, now: float) -> str:
         elapsed = max(now - state.started, 1e-9)
         rate = state.records / elapsed
-        line = f"{stream}: {state.records:,} records so far in {duration(elapsed)} ({rate:,.0f}/s)"
+        line = (
+            f"{stream}: {state.records:,} records so far in {duration(elapsed)} "
+            f"({per_second(rate)})"
+        )
         partition = state.current
         if partition is not None and partition.expected > 0:
             share = min(partition.done / partition.expected, 1.0)

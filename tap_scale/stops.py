@@ -31,7 +31,7 @@ from singer_sdk.exceptions import (
     StreamMapConfigError,
 )
 
-from tap_scale.answers import repair_strings
+from tap_scale.answers import network_failure, repair_strings
 from tap_scale.progress import whereabouts
 from tap_scale.redaction import redact_bytes
 from tap_scale.transport import RequestDeadlineExceeded
@@ -264,7 +264,7 @@ def _request_failed(error: requests.RequestException) -> str:
         )
     return (
         f"{endpoint} failed through every try (the `max_tries` setting) with "
-        f"{type(error).__name__}. Check the `api_url` setting and the network, then run the "
+        f"{network_failure(error)}. Check the `api_url` setting and the network, then run the "
         "sync again; it resumes from the last state."
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import typing as t
 
@@ -19,7 +20,8 @@ if t.TYPE_CHECKING:
 
 PROGRESS = re.compile(
     r"\| tap-scale\.progress +\| (?P<stream>\w+): (?P<records>[\d,]+) records so far in "
-    r"[\d.]+ s \([\d,]+/s\)(?:; (?P<label>.+): (?P<done>[\d,]+) of (?P<expected>[\d,]+) "
+    r"[\d.]+ s \((?P<rate>[\d,]+|\d\.\d)/s\)"
+    r"(?:; (?P<label>.+): (?P<done>[\d,]+) of (?P<expected>[\d,]+) "
     r"\((?P<share>\d+)%\)(?:, about [\d.]+ s left|, nearly done)?)?$"
 )
 SUMMARY = re.compile(
@@ -76,6 +78,9 @@ def test_a_long_sync_logs_progress_per_stream_with_totals_where_scale_gives_them
         assert counts == sorted(counts)
         assert counts[-1] <= len(run.records(stream))
     assert not [match for match in lines if match["stream"] == "tasks" and match["label"]]
+    # A parent read while its children take the time moves slowly, and says so, not "0/s".
+    assert "deliveries" in streams
+    assert all(float(match["rate"].replace(",", "")) > 0 for match in lines)
 
 
 def test_the_summary_counts_records_per_stream_requests_and_retries(
@@ -115,6 +120,34 @@ def test_each_retry_is_one_line_and_no_misleading_line_is_logged(
     for text in MISLEADING:
         assert text not in run.stderr, text
     assert "| ERROR " not in run.stderr
+
+
+def test_a_request_that_got_no_answer_says_why_in_its_retry_line_and_final_stop(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    # Before, each such line ended in the bare class name `ConnectionError`, whatever happened.
+    simulator.faults.dropped_connection = 0.2
+    run = run_tap(tmp_path, {**config, "max_tries": 10})
+    retries = [line for line in run.stderr.splitlines() if "Retrying GET /v2/" in line]
+    assert len(retries) == len([r for r in simulator.requests if r["fault"]]) > 0
+    assert all(
+        line.endswith("): ConnectionError (Remote end closed connection without response)")
+        for line in retries
+    ), retries[:3]
+
+    # A port nothing listens on: the cause is in every retry line and in the final stop.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    refused = {**config, "api_url": f"http://127.0.0.1:{port}/v2", "max_tries": 2}
+    failed = run_tap(tmp_path, {**refused, "max_retry_wait": 0}, check=False)
+    assert failed.returncode == 1
+    lines = failed.stderr.strip().splitlines()
+    assert next(line for line in lines if "Retrying" in line).endswith(
+        "(try 1 of 2 failed): ConnectionError (Connection refused)"
+    )
+    assert "failed through every try (the `max_tries` setting) with ConnectionError " in lines[-1]
+    assert "(Connection refused)" in lines[-1]
 
 
 def test_a_connection_test_logs_no_error_when_it_passes_and_one_paragraph_when_not(

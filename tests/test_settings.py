@@ -272,6 +272,37 @@ def test_a_stream_map_that_does_not_parse_is_named(
     assert simulator.requests == []
 
 
+def test_a_stream_map_naming_no_stream_or_field_is_refused_where_it_is_one_misspelt(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    # The SDK applies a map of a name that is no stream to nothing: every record went out
+    # unmapped, with exit code 0. So with a field it drops that the stream does not have.
+    misspelt = {"task": {"metadata": "__NULL__"}, "tasks": {"metdata": "__NULL__"}}
+    message = stopped(run_tap(tmp_path, {**config, "stream_maps": misspelt}, check=False))
+    assert "The `stream_maps` setting cannot be used (2 problems)" in message
+    assert "`stream_maps` maps `task`, which is not a stream of tap-scale" in message
+    assert "did you mean `tasks`?" in message
+    assert "`stream_maps.tasks` drops `metdata`, which is not a field of `tasks`" in message
+    assert "did you mean `metadata`?" in message
+    assert simulator.requests == []
+
+    # Names close to none are warned about; patterns, aliases and the SDK's keys are maps.
+    maps = {
+        "warehouse_audit": {"note": "1"},
+        "tasks": {"legacy_field": "__NULL__", "task_url": "'scale:' + task_id"},
+        "task_*": {"__key_properties__": ["task_id"]},
+        "tasks_copy": {"__source__": "tasks"},
+        "__else__": "__NULL__",
+    }
+    run = run_tap(tmp_path, {**config, "stream_maps": maps})
+    said = warnings(run)
+    assert len(said) == 2, said
+    assert "`stream_maps` maps `warehouse_audit`, which is not a stream of tap-scale" in said[0]
+    assert "`stream_maps.tasks` drops `legacy_field`, which is not a field of `tasks`" in said[1]
+    assert all(record["task_url"].startswith("scale:") for record in run.records("tasks"))
+    assert run.records("tasks_copy")
+
+
 # A map of `tasks` naming `task_id`, as the README's "Stream maps and flattening" sets it.
 TASK_URL = {"tasks": {"sensitive_content_reports": "__NULL__", "task_url": "'scale:' + task_id"}}
 
@@ -319,6 +350,7 @@ def test_an_api_url_with_the_wrong_path_is_named_as_the_cause_of_a_404(
     assert "HTTP 404" in message
     assert f"The `api_url` setting {api_url!r} does not end in /v2" in message
     assert "project, batch or delivery" not in message
+    assert ".." not in message, "Scale's text ends a sentence the message ends again"
     assert len(simulator.requests) == 1, "a 404 is not retried"
 
 
