@@ -109,16 +109,6 @@ def test_batch_mode_writes_every_record_to_files_and_ends_with_the_state(
     assert batches.state == records.state
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "TasksStream._sync_records (tap_scale/streams/tasks.py) ends its interleaved sync with "
-        "finalize_state_progress_markers(), which writes a STATE itself, also when the SDK's "
-        "batching asked for no messages (write_messages=False): the STATE with the tasks' "
-        "final bookmarks precedes their BATCH. Finishing with self._finalize_state(...) as the "
-        "SDK's own _sync_records does fixes it."
-    ),
-)
 def test_no_state_carries_a_bookmark_before_the_batch_with_its_records(
     both_modes: tuple[TapRun, TapRun, dict[str, t.Any]],
 ) -> None:

@@ -230,13 +230,16 @@ def test_under_a_rate_limit_the_tap_reads_fewer_at_once_and_loses_nothing(
 
 
 def test_the_private_sdk_hooks_tasks_relies_on_are_still_there() -> None:
-    """`TasksStream` drives the SDK's per-partition sync and state through three private hooks."""
+    """`TasksStream` drives the SDK's per-partition sync and state through private hooks."""
     sync = inspect.signature(Stream._sync_records)  # noqa: SLF001
     assert list(sync.parameters) == ["self", "context", "write_messages"], (
         "Stream._sync_records changed its signature: TasksStream._sync_records "
         "(tap_scale/streams/tasks.py) runs it once per partition"
     )
     body = inspect.getsource(Stream._sync_records)  # noqa: SLF001
+    assert "self.state_manager.finalize_state(state)" in inspect.getsource(
+        Stream._finalize_state  # noqa: SLF001
+    ), "Stream._finalize_state changed: TasksStream._sync_records ends its sync with it"
     for call in ("self.get_records(current_context)", "self._finalize_state(state)"):
         assert call in body, (
             f"Stream._sync_records no longer calls {call}: TasksStream relies on it reading each "

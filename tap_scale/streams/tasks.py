@@ -253,8 +253,9 @@ class TasksStream(TaskRecordsStream):
             self._prefetcher = None
             self.completed_after = {}
         # As the SDK's loop ends a sync of every partition: the stream's own markers (the
-        # signpost) are finished and the final state is written.
-        self.finalize_state_progress_markers(self.stream_state)
+        # signpost) are finished, and the final state written only where messages are (in
+        # BATCH mode the SDK writes it after the BATCH holding the records).
+        self._finalize_state(self.stream_state)
         if write_messages:
             self._write_state_message()
 
