@@ -63,6 +63,8 @@ if t.TYPE_CHECKING:
 
 PROJECTS = 3
 PAGE_SIZE = 100
+# The most readers tap-scale allows, as a user wanting the fastest sync would set it.
+MAX_CONCURRENCY = 8
 SIZES = (10_000, 100_000)
 LATENCIES_MS = (0.0, 50.0)
 HERE = Path(__file__).resolve().parent
@@ -82,9 +84,9 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _RSS_UNIT = 1 if sys.platform == "darwin" else 1024
 
 
-def tasks_per_project(tasks: int) -> int:
+def tasks_per_project(tasks: int, projects: int = PROJECTS) -> int:
     """The simulator's `--tasks-per-project` giving each project a share of `tasks` completed."""
-    share = math.ceil(tasks / PROJECTS)
+    share = math.ceil(tasks / projects)
     count = share
     while status_counts(count)["completed"] < share:
         count += 1
@@ -137,18 +139,28 @@ class Endpoint:
 class Simulator:
     """A pre-rendering simulator in a process of its own, stopped on exit."""
 
-    def __init__(self, *, tasks_per_project: int, latency_ms: float, seed: int) -> None:
+    def __init__(
+        self,
+        *,
+        tasks_per_project: int,
+        latency_ms: float,
+        seed: int,
+        projects: int = PROJECTS,
+        requests_per_second: float = 0.0,
+    ) -> None:
         """Settings; nothing runs until the context is entered."""
         self.tasks_per_project = tasks_per_project
+        self.projects = projects
         self.command = [
             sys.executable,
             "-m",
             "tap_scale.testing",
             "--prerender",
             f"--seed={seed}",
-            f"--projects={PROJECTS}",
+            f"--projects={projects}",
             f"--tasks-per-project={tasks_per_project}",
             f"--latency-ms={latency_ms:g}",
+            f"--requests-per-second={requests_per_second:g}",
         ]
         self._process: subprocess.Popen[str] | None = None
 
@@ -158,7 +170,7 @@ class Simulator:
             self.command, stdout=subprocess.PIPE, text=True, cwd=ROOT
         )
         assert self._process.stdout is not None  # noqa: S101 - stdout=PIPE
-        timeout = READY_SECONDS + READY_SECONDS_PER_TASK * self.tasks_per_project * PROJECTS
+        timeout = READY_SECONDS + READY_SECONDS_PER_TASK * self.tasks_per_project * self.projects
         ready, _, _ = select.select([self._process.stdout], [], [], timeout)
         line = self._process.stdout.readline() if ready else ""
         if not line.startswith("url="):
@@ -301,8 +313,14 @@ def measure(  # noqa: PLR0913 - what a run needs, all keyword-only
     commands: Sequence[Sequence[str]],
     expected_tasks: int,
     stdout: Path | None = None,
+    windowed: bool = False,
 ) -> Measurement:
-    """Run a client's processes and check from the simulator's counters that they read all."""
+    """Run a client's processes and check from the simulator's counters that they read all.
+
+    A `windowed` client (tap-scale) reads some tasks twice: those on its windows' edges, and
+    those of a first page it set aside to cut a range into windows; it must be served at least
+    every task.
+    """
     slug = re.sub(r"[^a-z0-9]+", "-", client.lower()).strip("-")
     outputs = [
         (
@@ -318,7 +336,7 @@ def measure(  # noqa: PLR0913 - what a run needs, all keyword-only
     served = {name: after["served"][name] - before["served"][name] for name in after["served"]}
     rendered = after["api"].get("/v2/tasks", 0) - before["api"].get("/v2/tasks", 0)
     problems = [usage.failure] if usage.failure else []
-    if served["tasks"] != expected_tasks:
+    if served["tasks"] < expected_tasks or (not windowed and served["tasks"] > expected_tasks):
         problems.append(f"served {served['tasks']:,} pre-rendered tasks, not {expected_tasks:,}")
     if rendered:
         problems.append(f"{rendered} task pages rendered on the fly")
@@ -362,6 +380,17 @@ def tasks_only(catalog: dict[str, t.Any]) -> dict[str, t.Any]:
             if entry["breadcrumb"] == []:
                 entry["metadata"]["selected"] = stream["tap_stream_id"] == "tasks"
     return catalog
+
+
+def with_concurrency(tap: Sequence[str], workers: int) -> list[str]:
+    """The tap's command with its config's `max_concurrency` set (a config file beside it)."""
+    command = list(tap)
+    config_path = Path(command[command.index("--config") + 1])
+    config = {**json.loads(config_path.read_text()), "max_concurrency": workers}
+    written = config_path.with_name(f"config-{workers}.json")
+    written.write_text(json.dumps(config, indent=2) + "\n")
+    command[command.index("--config") + 1] = str(written)
+    return command
 
 
 def prepare_tap(directory: Path, url: str, api_key: str, project_ids: Sequence[str]) -> list[str]:
@@ -411,6 +440,7 @@ def bench_setting(
             commands=[tap],
             expected_tasks=setting.tasks,
             stdout=Path(os.devnull),
+            windowed=True,
         ),
         measure(
             simulator,
@@ -427,7 +457,16 @@ def bench_setting(
             expected_tasks=setting.tasks,
         ),
         rlhf_rows.measure_rows(
-            tap, partial(measure, simulator, setting, expected_tasks=setting.tasks)
+            tap, partial(measure, simulator, setting, expected_tasks=setting.tasks, windowed=True)
+        ),
+        measure(
+            simulator,
+            setting,
+            client=f"tap-scale, max_concurrency {MAX_CONCURRENCY}",
+            commands=[with_concurrency(tap, MAX_CONCURRENCY)],
+            expected_tasks=setting.tasks,
+            stdout=Path(os.devnull),
+            windowed=True,
         ),
     ]
     if setting.latency_ms > 0:
@@ -466,11 +505,15 @@ def rows(results: Sequence[tuple[Setting, list[Measurement]]]) -> Iterator[str]:
                 f"| {run.usage.rss_mb:,.0f} | {run.server_cpu:.2f} |"
             )
     yield ""
-    yield "| tasks | latency | tap/naive (tasks/s) | tap/raw (tasks/s) |"
-    yield "|---:|---:|---:|---:|"
+    yield (
+        "| tasks | latency | tap/naive (tasks/s) | tap/raw (tasks/s) "
+        f"| tap, max_concurrency {MAX_CONCURRENCY}/raw |"
+    )
+    yield "|---:|---:|---:|---:|---:|"
     for setting, runs in results:
         tap, naive, raw = (run.tasks_per_second for run in runs[:3])
-        ratios = f"{tap / naive:.2f} | {tap / raw:.2f}"
+        most = runs[-1].tasks_per_second
+        ratios = f"{tap / naive:.2f} | {tap / raw:.2f} | {most / raw:.2f}"
         yield f"| {setting.tasks:,} | {setting.latency_ms:g} ms | {ratios} |"
 
 
@@ -514,6 +557,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--latencies",
         type=lambda text: parse_list(text, float),
         help="milliseconds added to every request, comma-separated (default: 0,50)",
+    )
+    parser.add_argument(
+        "--backfill-tasks",
+        type=int,
+        help="completed tasks of the one project of the backfill legs (default: 10000, or the "
+        "smallest of --sizes)",
+    )
+    parser.add_argument(
+        "--backfill-latencies",
+        type=lambda text: parse_list(text, float),
+        help="latencies of the backfill legs' sweep (default: 0,200,1000; --quick: 200; or "
+        "--latencies)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated world")
     parser.add_argument(
@@ -564,6 +619,15 @@ def run(args: argparse.Namespace, workdir: Path) -> bool:
             results.append((setting, runs))
             if capacity is not None:
                 capacities.append(capacity)
+    from benchmarks import backfill  # noqa: PLC0415 - it builds on this module
+
+    backfill_tasks = args.backfill_tasks or (min(args.sizes) if args.sizes else backfill.TASKS)
+    backfill_latencies = args.backfill_latencies or (
+        args.latencies or ([200.0] if args.quick else list(backfill.LATENCIES_MS))
+    )
+    backfill_lines, backfill_runs = backfill.run(
+        backfill_tasks, backfill_latencies, workdir, args.seed
+    )
     elapsed = time.monotonic() - started
     heading = (
         f"tap-scale benchmark: {PROJECTS} projects, completed tasks, {PAGE_SIZE} per page, "
@@ -578,9 +642,12 @@ def run(args: argparse.Namespace, workdir: Path) -> bool:
         *capacity_lines(capacities),
         "",
         *rlhf_rows.report(results),
+        "",
+        *backfill_lines,
     ]
     failed = [run for _, runs in results for run in runs if run.problem]
     failed += [run for capacity in capacities for run in capacity.runs if run.problem]
+    failed += [run for run in backfill_runs if run.problem]
     if failed:
         report += ["", "⚠ Runs that do not count:"]
         report += [f"- {run.client}: {run.problem}" for run in failed]

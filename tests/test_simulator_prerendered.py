@@ -197,7 +197,7 @@ def test_stats_over_http(prerendered: ScaleSimulator) -> None:
     headers = {"Authorization": f"Bearer {prerendered.api_key}"}
     stats = requests.get(f"{base}/_simulator/stats", headers=headers, timeout=10)
     assert stats.status_code == 200
-    assert set(stats.json()) == {"cached", "served", "api", "cpu_seconds"}
+    assert set(stats.json()) == {"cached", "served", "api", "statuses", "cpu_seconds"}
     assert prerendered.requests == []  # not an API request: not logged, no faults
 
 

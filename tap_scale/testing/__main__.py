@@ -5,7 +5,8 @@ Prints one line, `url=<base URL> api_key=<key>`, then serves until SIGINT or SIG
 `--prerender` is the benchmarks' mode: before that line, every page of every project's
 completed tasks (`limit=100`, every opt: what tap-scale asks for by default) is rendered once,
 with progress on stderr, then served as stored bytes (see `tap_scale.testing.prerender`).
-`--latency-ms` delays every request, as a distant API would.
+`--latency-ms` delays every request, as a distant API would; `--requests-per-second` puts a
+rate limiter in front of it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="milliseconds added to every request (default: none)",
     )
+    parser.add_argument(
+        "--requests-per-second",
+        type=float,
+        default=0.0,
+        help="a rate limiter in front of the API: at most this many requests a second across "
+        "all connections, 429 with Retry-After beyond it (default: none)",
+    )
     return parser.parse_args(argv)
 
 
@@ -73,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prerendered=args.prerender,
     )
     simulator.faults.slow_seconds = args.latency_ms / 1000
+    simulator.faults.requests_per_second = args.requests_per_second
     with simulator:
         if args.prerender and not prerender(simulator, stopping):
             return 0  # stopped before it was ready

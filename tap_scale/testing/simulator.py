@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import secrets
 import threading
@@ -85,6 +86,8 @@ class ScaleSimulator:
         self._thread: threading.Thread | None = None
         self._log: deque[JsonObject] = deque(maxlen=REQUEST_LOG_LIMIT)
         self._log_lock = threading.Lock()
+        # Every answer's status, however long the run (the log keeps only the latest).
+        self._statuses: collections.Counter[str] = collections.Counter()
 
     # Serving
 
@@ -165,6 +168,7 @@ class ScaleSimulator:
         }
         with self._log_lock:
             self._log.append(entry)
+            self._statuses[str(entry["status"])] += 1
         return outcome
 
     @property
@@ -229,7 +233,8 @@ class ScaleSimulator:
         """A pre-rendered simulator's counters, and the CPU seconds its process has used.
 
         `cached` and `served` count the pre-rendered pages, tasks and body bytes held and
-        sent; `api` counts requests the API answered itself, by path; `cpu_seconds` is the
+        sent; `api` counts requests the API answered itself, by path; `statuses` counts every
+        answer by its status ("0": no answer, a dropped connection); `cpu_seconds` is the
         user and system time of the whole process, every thread included.
 
         Raises:
@@ -238,7 +243,13 @@ class ScaleSimulator:
         if self._prerendered is None:
             message = "serving_stats needs ScaleSimulator(prerendered=True)"
             raise RuntimeError(message)
-        return {**self._prerendered.stats(), "cpu_seconds": time.process_time()}
+        with self._log_lock:
+            statuses = dict(self._statuses)
+        return {
+            **self._prerendered.stats(),
+            "statuses": statuses,
+            "cpu_seconds": time.process_time(),
+        }
 
     # Which objects the per-object faults hit
 
