@@ -42,7 +42,7 @@ if t.TYPE_CHECKING:
 TARGET_PAGES = 2.9
 # Before a region's windows have counted any tasks, each worker's first window is this small
 # a share of the region, so a region of a few hundred tasks is not cut into many windows.
-SLOW_START_WINDOWS = 2
+SLOW_START_WINDOWS = 8
 # Windows narrower than this are not cut up further: their tasks share one instant or nearly.
 NARROWEST = timedelta(milliseconds=4)
 # Regions a partition may make from dense windows: each costs a page read and set aside.
