@@ -127,3 +127,14 @@ def test_bodies_strict_json_refuses_and_lists_holding_non_tasks_block_nothing(
     assert "an object without its `task_id`" in run.stderr
     assert "of the `projects` list" in run.stderr, "lists the scope is resolved from too"
     assert "Retrying" not in run.stderr, "the same body on every try is not a transient fault"
+
+
+def test_bodies_that_open_with_a_byte_order_mark_are_read_as_the_json_they_hold(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    clean = keyed(run_tap(tmp_path, config).messages)
+    simulator.faults.byte_order_mark = True
+    run = run_tap(tmp_path, config)
+    assert keyed(run.messages) == clean
+    assert all(entry["fault"] == "byte_order_mark" for entry in simulator.requests[-3:])
+    assert "Retrying" not in run.stderr, "the same body on every try is not a transient fault"

@@ -146,14 +146,17 @@ class Faults:
         echo_credentials: When True, every error response quotes the request's Authorization
             header in its text (a JSON error's `error`, an HTML page's body), as a debugging
             proxy or a careless error page might.
+        byte_order_mark: When True, every successful body starts with a UTF-8 byte order mark
+            (EF BB BF) before its JSON, as some servers and proxies write it: the same bytes on
+            every try, refused by strict JSON readers.
 
     Faults apply in this order, and the request log's `fault` names, joined by "+", those that
     struck: `refuse_with` or one of the refusals (`dropped_connection`, `rate_limit`,
     `server_error`), which end the request; then `ignore_time_filters`, which changes the
     query; then, on a 200, `empty_page`, `repeated_token`, `missing_fields`, `type_drift`,
-    `timestamp_offset`, `lone_surrogate` and `junk_items`, which reshape the body; then
-    `truncated_body`, `invalid_json` or `trickle`, which spoil its delivery. Last,
-    `echo_credentials` rewrites any error response.
+    `timestamp_offset`, `lone_surrogate`, `junk_items` and `byte_order_mark`, which reshape
+    the body; then `truncated_body`, `invalid_json` or `trickle`, which spoil its delivery.
+    Last, `echo_credentials` rewrites any error response.
     """
 
     rate_limit: float = 0.0
@@ -180,6 +183,7 @@ class Faults:
     trickle: float = 0.0
     trickle_pause: float = 0.05
     echo_credentials: bool = False
+    byte_order_mark: bool = False
     _random: random.Random = field(init=False, repr=False, compare=False)
     _seeded_with: int | None = field(default=None, init=False, repr=False, compare=False)
     _struck: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
