@@ -1,5 +1,5 @@
 """Run tap-scale with ``python -m tap_scale``."""
 
-from tap_scale.tap import TapScale
+from tap_scale.cli import main
 
-TapScale.cli()
+main()

@@ -7,6 +7,7 @@ large for Python's clock never reaches it.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import math
@@ -123,8 +124,11 @@ def page_body(
     cached = response.__dict__.get("_scale_body")
     if cached is not None:
         return t.cast("dict[str, t.Any]", cached)
+    # A byte order mark, which some servers and proxies put before JSON: no strict JSON
+    # reader takes it, and it says nothing, so it goes.
+    content = response.content.removeprefix(codecs.BOM_UTF8)
     try:
-        body = msgspec.json.decode(response.content)
+        body = msgspec.json.decode(content)
     except RecursionError:
         # JSON nested deeper than any Python parser can go (msgspec's and json's limits are
         # both about a thousand levels): the same answer fails the same way on every try.
@@ -137,7 +141,7 @@ def page_body(
         )
         raise ScaleAPIError(msg) from None
     except ValueError as strict_error:  # msgspec's DecodeError is a ValueError
-        body, repairs = _lenient_json(response.content)
+        body, repairs = _lenient_json(content)
         if body is None:
             msg = (
                 f"Scale answered {describe_request(response)} with HTTP {response.status_code} "

@@ -76,6 +76,10 @@ LOGGED_REPAIRS = 20
 # at random below that ceiling ("full jitter"), so that many clients do not retry in step.
 BACKOFF_CEILING = 60
 
+# A server answering page after page with no records but a next_token holds a sync forever, each
+# token new; Scale sends an empty page now and then, never this many in a row.
+MAX_EMPTY_PAGES = 100
+
 # Scale's `*_after` filters are strict and its timestamps have millisecond precision: asking for
 # what came after (lower bound - 1 ms) includes everything exactly at the lower bound.
 TIE_MARGIN = timedelta(milliseconds=1)
@@ -109,6 +113,9 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
         # Every token seen, not just the last: a cycle of two or more pages would otherwise
         # loop forever. Tokens are short, so this stays small even for huge projects.
         self._seen_tokens: set[str] = set()
+        # The empty pages in a row so far, and the number of the last one.
+        self._empty_pages = 0
+        self._last_empty = -2
 
     @override
     def get_next(self, response: requests.Response) -> str | None:
@@ -135,7 +142,21 @@ class NextTokenPaginator(BaseAPIPaginator[str | None]):
     @override
     def continue_if_empty(self, response: requests.Response) -> bool:
         # Scale may send an empty page that still carries a token: more pages follow.
-        return bool(page_body(response).get("next_token"))
+        if not page_body(response).get("next_token"):
+            return False
+        if self._last_empty != self.count - 1:
+            self._empty_pages = 0
+        self._empty_pages += 1
+        self._last_empty = self.count
+        if self._empty_pages >= MAX_EMPTY_PAGES:
+            msg = (
+                f"Scale answered {self._empty_pages} pages in a row of "
+                f"{describe_request(response)} with no records, each naming a next page; "
+                "following them could go on forever. Run the sync again later (it resumes "
+                "from the last state); if it recurs, report it to Scale support."
+            )
+            raise ScaleAPIError(msg)
+        return True
 
 
 class ScaleStream(RESTStream[str | None]):

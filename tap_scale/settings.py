@@ -246,7 +246,22 @@ def _api_url_problems(config: Mapping[str, t.Any]) -> list[str]:
         problems.append(
             f"`api_url` {url_shown!r} names no host; Scale's API is at {DEFAULT_API_URL}"
         )
+    elif not _host_name(url.hostname):
+        problems.append(
+            f"`api_url` {url_shown!r} names no host a URL can hold (a part of its host name "
+            f"between dots is empty or longer than 63 characters); Scale's API is at "
+            f"{DEFAULT_API_URL}"
+        )
     return problems
+
+
+def _host_name(host: str) -> bool:
+    """Whether a host name can be looked up: as the HTTP library encodes it before connecting."""
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 def _start_date_problems(config: MutableMapping[str, t.Any], warnings: list[str]) -> list[str]:

@@ -3,7 +3,9 @@
 - 0: the sync finished.
 - 1: it stopped on an error it names: settings, Scale's answers, the network, its own output.
 - 128 + the signal's number: interrupted; 130 for SIGINT (Ctrl-C), 143 for SIGTERM, 129 for
-  SIGHUP. The state is written first, at a whole message, so the next run resumes from it.
+  SIGHUP. The state is written first, at a whole message, so the next run resumes from it; a
+  signal that comes before the tap wrote any message writes nothing (`tap_scale.cli` handles
+  those that come before the tap exists).
 
 Messages reach stdout through `ScaleMessageWriter`, the one place that writes them: it masks
 secrets, turns a closed or full stdout into a stop, and holds a signal that arrives while a
@@ -19,9 +21,11 @@ import os
 import signal
 import sys
 import threading
+import traceback
 import typing as t
 from urllib.parse import urlsplit
 
+import click
 import requests
 from singer_sdk.contrib.msgspec import MsgSpecWriter, serialize_jsonl
 from singer_sdk.exceptions import (
@@ -32,6 +36,7 @@ from singer_sdk.exceptions import (
 )
 
 from tap_scale.answers import network_failure, repair_strings
+from tap_scale.cli import STOP_SIGNALS, interrupted_before_sync
 from tap_scale.progress import whereabouts
 from tap_scale.redaction import redact_bytes
 from tap_scale.transport import RequestDeadlineExceeded
@@ -49,10 +54,6 @@ if t.TYPE_CHECKING:
     from singer_sdk.singerlib import Message
 
 EXIT_ERROR = 1
-# The signals a scheduler, a terminal or a person stops a process with.
-STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
 
 
 class Interrupted(BaseException):
@@ -61,13 +62,15 @@ class Interrupted(BaseException):
     Attributes:
         signum: The signal's number.
         state_written: Whether the state was written before stopping.
+        syncing: Whether the tap had written any message; before, there is no state to write.
     """
 
-    def __init__(self, signum: int, *, state_written: bool) -> None:
+    def __init__(self, signum: int, *, state_written: bool, syncing: bool = True) -> None:
         """Record which signal stopped the run, and whether the state was written first."""
         super().__init__(signum)
         self.signum = signum
         self.state_written = state_written
+        self.syncing = syncing
 
 
 class OutputFailed(BaseException):
@@ -75,12 +78,14 @@ class OutputFailed(BaseException):
 
     Attributes:
         error: What writing to stdout raised; None when there is no stdout at all.
+        messages: Whether Singer messages were being written (a sync), not a catalog.
     """
 
-    def __init__(self, error: OSError | ValueError | None) -> None:
+    def __init__(self, error: OSError | ValueError | None, *, messages: bool = True) -> None:
         """Keep what writing raised."""
         super().__init__(error)
         self.error = error
+        self.messages = messages
 
 
 class ScaleMessageWriter(MsgSpecWriter):
@@ -93,6 +98,8 @@ class ScaleMessageWriter(MsgSpecWriter):
         self.busy = False
         #: A stop that arrived while a message was being written; runs once it is whole.
         self.pending_stop: Callable[[], None] | None = None
+        #: True once a message has been written: from then on, a stop writes the state first.
+        self.started = False
 
     @override
     def serialize_message(self, message: Message) -> bytearray:
@@ -119,7 +126,7 @@ class ScaleMessageWriter(MsgSpecWriter):
         """Write messages already serialized as JSON lines (the task rows, a task at once)."""
         data = redact_bytes(data)
         stdout = sys.stdout
-        self.busy = True
+        self.busy = self.started = True
         try:
             if stdout is None:  # Python's stdout when file descriptor 1 was closed
                 raise OutputFailed(None)
@@ -137,16 +144,21 @@ class ScaleMessageWriter(MsgSpecWriter):
 def handle_signals(tap: Tap) -> None:
     """Stop on SIGINT, SIGTERM and SIGHUP with the state written and the signal's exit code.
 
-    Replaces the SDK's handlers, installed as the tap is made, which exit 0 after an
-    interruption: a scheduler would take an interrupted sync for a finished one.
+    Installed where the SDK would install its own handlers, as the tap is made
+    (`TapScale._setup_signal_handlers`): the SDK's exit 0 after an interruption, and a
+    scheduler would take an interrupted sync for a finished one. Until the tap has written its
+    first message, a stop writes nothing: the state may not even be loaded yet, and a state
+    written then would tell the next run less than the one it started from.
     """
     if threading.current_thread() is not threading.main_thread():
         return  # only the main thread may handle signals (a tap made by library code)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         del frame
-        writer = tap.message_writer
-        if isinstance(writer, ScaleMessageWriter) and writer.busy:
+        writer = getattr(tap, "message_writer", None)
+        if not isinstance(writer, ScaleMessageWriter) or not writer.started:
+            raise Interrupted(signum, state_written=False, syncing=False)
+        if writer.busy:
             if writer.pending_stop is None:
                 writer.pending_stop = lambda: _stop(tap, signum)
                 return
@@ -174,45 +186,88 @@ def run(invoke: Callable[[], None], logger: logging.Logger) -> None:
     try:
         invoke()
     except Interrupted as stop:
-        logger.error(_interrupted(stop.signum, state_written=stop.state_written))  # noqa: TRY400 - the message is the point
+        logger.error(  # noqa: TRY400 - the message is the point
+            _interrupted(stop.signum, state_written=stop.state_written)
+            if stop.syncing
+            else interrupted_before_sync(stop.signum)
+        )
         sys.exit(128 + stop.signum)
-    except KeyboardInterrupt:  # Ctrl-C before the tap's handlers were installed
+    except KeyboardInterrupt:  # Ctrl-C with Python's own handler (a tap made by library code)
         logger.error(_interrupted(signal.SIGINT, state_written=False))  # noqa: TRY400
         sys.exit(128 + signal.SIGINT)
     except OutputFailed as failure:
         _quiet_stdout()
-        logger.error("tap-scale stopped: %s", _output_failed(failure.error))  # noqa: TRY400
-        sys.exit(EXIT_ERROR)
-    except FatalAPIError as error:
-        logger.error("tap-scale stopped: %s", error)  # noqa: TRY400
-        sys.exit(EXIT_ERROR)
-    except RetriableAPIError as error:
         logger.error(  # noqa: TRY400
-            "tap-scale stopped: %s. It kept failing through every try (the `max_tries` "
-            "setting); run the sync again later, it resumes from the last state.",
-            error,
+            "tap-scale stopped: %s", _output_failed(failure.error, messages=failure.messages)
         )
         sys.exit(EXIT_ERROR)
-    except requests.RequestException as error:
-        logger.error("tap-scale stopped: %s", _request_failed(error))  # noqa: TRY400
+    except (click.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+        raise  # click shows these itself, as one paragraph (InputError is one), or just exits
+    except Exception as error:  # whatever it is: one paragraph, no traceback
+        logger.error("tap-scale stopped%s", _error_paragraph(error))  # noqa: TRY400
+        logger.debug("The traceback of that error:", exc_info=error)
         sys.exit(EXIT_ERROR)
-    except RecursionError:
-        logger.error(  # noqa: TRY400
-            "tap-scale stopped: a record Scale sent%s nests deeper than the Singer SDK can "
-            "process (a few hundred levels; a task's `metadata` perhaps), so it cannot be "
-            "written. Ask Scale support to look at that partition's tasks; meanwhile leave its "
-            "project, batch or dataset out of the settings (`project_ids`, `batch_ids`, ...) "
-            "so that the rest syncs.",
-            whereabouts(),
+
+
+def _error_paragraph(error: Exception) -> str:  # noqa: PLR0911 - one return per kind
+    """What went wrong and what to do, after "tap-scale stopped"."""
+    if isinstance(error, FatalAPIError):
+        return f": {error}"
+    if isinstance(error, RetriableAPIError):
+        return (
+            f": {error}. It kept failing through every try (the `max_tries` setting); run the "
+            "sync again later, it resumes from the last state."
         )
-        sys.exit(EXIT_ERROR)
-    except (MapExpressionError, StreamMapConfigError) as error:
-        logger.error(  # noqa: TRY400
-            "tap-scale stopped: a stream map failed on a record: %s. Fix the `stream_maps` "
-            "setting (`meltano config set tap-scale stream_maps '...'`) and run again.",
-            str(error).rstrip("."),
+    if isinstance(error, requests.RequestException):
+        return f": {_request_failed(error)}"
+    if isinstance(error, OSError) and error.errno in _OUTPUT_ERRNOS:
+        # Only writing fails so: to stdout, the one file the tap writes (`--about`, `--help`).
+        _quiet_stdout()
+        return f": {_output_failed(error, messages=False)}"
+    if isinstance(error, RecursionError):
+        return (
+            f": a record Scale sent{whereabouts()} nests deeper than the Singer SDK can process "
+            "(a few hundred levels; a task's `metadata` perhaps), so it cannot be written. Ask "
+            "Scale support to look at that partition's tasks; meanwhile leave its project, batch "
+            "or dataset out of the settings (`project_ids`, `batch_ids`, ...) so that the rest "
+            "syncs."
         )
-        sys.exit(EXIT_ERROR)
+    reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    named = isinstance(error, (MapExpressionError, StreamMapConfigError))
+    if named or any(
+        # The SDK lets an expression's own error through (a division by zero, say).
+        frame.f_globals.get("__name__") in _STREAM_MAP_MODULES
+        for frame, _ in traceback.walk_tb(error.__traceback__)
+    ):
+        shown = str(error) if named else reason
+        return (
+            f": a stream map failed on a record{whereabouts()}: {shown.rstrip('.')}. Fix the "
+            "`stream_maps` setting (`meltano config set tap-scale stream_maps '...'`) and run "
+            "again."
+        )
+    return (
+        f" on an error it does not know{whereabouts()}: {reason.rstrip('.')}. Run it again: the "
+        "next run resumes from the last state the target saved. If it recurs, report it to "
+        "tap-scale's maintainers with the log of a run with `TAP_SCALE_LOGLEVEL=DEBUG`, which "
+        "holds the traceback."
+    )
+
+
+# What writing to a closed pipe or a full disk raises.
+_OUTPUT_ERRNOS = frozenset({errno.EPIPE, errno.ENOSPC, errno.EDQUOT})
+# Modules whose frames mark an error raised while a stream map was applied to a record.
+_STREAM_MAP_MODULES = frozenset({"singer_sdk.mapper", "simpleeval"})
+
+
+def write_stdout(text: str) -> None:
+    """Write text that is no Singer message (the catalog) to stdout, stopping if it cannot."""
+    try:
+        if sys.stdout is None:
+            raise OutputFailed(None)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except (OSError, ValueError) as error:
+        raise OutputFailed(error, messages=False) from error
 
 
 def _interrupted(signum: int, *, state_written: bool) -> str:
@@ -227,10 +282,12 @@ def _interrupted(signum: int, *, state_written: bool) -> str:
     return f"tap-scale stopped: interrupted by {name} (exit code {128 + signum}). {resume}"
 
 
-def _output_failed(error: OSError | ValueError | None) -> str:
+def _output_failed(error: OSError | ValueError | None, *, messages: bool = True) -> str:
     resume = (
         " The next run resumes from the last state the target saved, and reads again what "
         "came after it."
+        if messages
+        else " Run it again once its output can be written."
     )
     if error is None:
         return (

@@ -175,8 +175,19 @@ class TapScale(CheckedTap):
             # refuses. (No config at all when reading the files failed.)
             with contextlib.suppress(AttributeError):
                 redaction.register_settings(self.config, self.config_jsonschema)
-        stops.handle_signals(self)
         self.progress = SyncProgress(self.config.get("progress_interval", DEFAULT_INTERVAL))
+
+    @override
+    def _setup_signal_handlers(self) -> None:
+        """tap-scale's stops instead of the SDK's, which exit 0 (the SDK's hook for this)."""
+        stops.handle_signals(self)
+
+    @override
+    def run_discovery(self) -> str:
+        """Write the catalog to stdout; an output that cannot take it stops as a sync's does."""
+        catalog_text = self.catalog_json_text
+        stops.write_stdout(catalog_text + "\n")
+        return catalog_text
 
     @override
     def discover_streams(self) -> list[Stream]:

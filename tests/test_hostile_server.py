@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tap_scale.answers import retry_after_seconds
+from tap_scale.client import MAX_EMPTY_PAGES
 from tests.tap_run import run_tap
 from tests.test_resilience import keyed
 
@@ -127,3 +128,31 @@ def test_bodies_strict_json_refuses_and_lists_holding_non_tasks_block_nothing(
     assert "an object without its `task_id`" in run.stderr
     assert "of the `projects` list" in run.stderr, "lists the scope is resolved from too"
     assert "Retrying" not in run.stderr, "the same body on every try is not a transient fault"
+
+
+def test_bodies_that_open_with_a_byte_order_mark_are_read_as_the_json_they_hold(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    clean = keyed(run_tap(tmp_path, config).messages)
+    simulator.faults.byte_order_mark = True
+    run = run_tap(tmp_path, config)
+    assert keyed(run.messages) == clean
+    assert all(entry["fault"] == "byte_order_mark" for entry in simulator.requests[-3:])
+    assert "Retrying" not in run.stderr, "the same body on every try is not a transient fault"
+
+
+def test_a_server_answering_only_empty_pages_cannot_hold_the_sync_forever(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    # Each empty page names a fresh next_token, so no token repeats: without a bound, no end.
+    simulator.faults.empty_page = 1.0
+    simulator.faults.only_paths = ("/v2/tasks",)
+    run = run_tap(tmp_path, config, check=False)
+    assert run.returncode == 1
+    paragraph = stopped(run.stderr)
+    assert f"Scale answered {MAX_EMPTY_PAGES} pages in a row of GET /v2/tasks?" in paragraph
+    assert "with no records, each naming a next page" in paragraph
+    assert "Traceback" not in run.stderr
+    pages = [entry for entry in simulator.requests if entry["path"] == "/v2/tasks"]
+    # Projects are read concurrently: each stops at its hundredth empty page, or sooner.
+    assert len(pages) <= MAX_EMPTY_PAGES * len(simulator.projects)

@@ -130,6 +130,9 @@ def test_every_bad_setting_is_reported_at_once_naming_the_setting_and_what_it_ta
         ("api_url", "http://[::1/v2", "is not a URL (Invalid IPv6 URL)"),
         ("api_url", "https://api.scale.com:99999/v2", "is not a URL (Port out of range"),
         ("api_url", "https:///v2", "names no host"),
+        # The HTTP library's host check raised, with a traceback, at the first request.
+        ("api_url", f"https://{'a' * 64}.scale.com/v2", "names no host a URL can hold"),
+        ("api_url", "https://api..scale.com/v2", "names no host a URL can hold"),
         ("api_url", "ftp://api.scale.com/v2", "must be an https:// URL"),
         ("api_url", "", "`api_url` is empty"),
         ("api_url", "https://api.scale.com/v2?team=ml", "carries a query or fragment"),

@@ -10,6 +10,7 @@ import array
 import contextlib
 import fcntl
 import json
+import os
 import signal
 import subprocess
 import termios
@@ -142,11 +143,120 @@ def test_output_that_cannot_be_written_is_one_paragraph_and_exit_1(
     assert "Exception ignored" not in stderr
 
 
+def _signal_when(
+    args: list[str],
+    signum: int,
+    ready: t.Callable[[str], bool],
+    env: dict[str, str] | None = None,
+    after: float = 0.0,
+) -> tuple[int, bytes, str]:
+    """Run the tap, signal it ``after`` seconds after a line of its stderr is ``ready``."""
+    environment = {**os.environ, **(env or {})}
+    with subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        lines = []
+        for raw in process.stderr:
+            lines.append(raw.decode())
+            if ready(lines[-1]):
+                time.sleep(after)
+                process.send_signal(signum)
+                break
+        else:
+            pytest.fail("the tap ended before the moment to signal it: " + "".join(lines)[-2000:])
+        stderr = "".join(lines) + process.stderr.read().decode()
+        output = process.stdout.read()
+    return process.returncode, output, stderr
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
+)
+def test_a_signal_while_the_tap_starts_is_one_paragraph_and_the_signals_code(
+    config: dict[str, t.Any], tmp_path: Path, signum: int, code: int
+) -> None:
+    """Signalled while Python imports the SDK, before the tap could install its handlers."""
+    # Python names each module on stderr as its import ends: the SDK is half imported.
+    returncode, output, stderr = _signal_when(
+        tap_args(tmp_path, config),
+        signum,
+        lambda line: "singer_sdk." in line,
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+    )
+    assert returncode == code, stderr[-2000:]
+    assert output == b""
+    name = signal.Signals(signum).name
+    said = f"tap-scale stopped: interrupted by {name} (exit code {code}) before it wrote any"
+    assert said in stderr
+    assert "Traceback" not in stderr
+    assert "KeyboardInterrupt" not in stderr
+
+
+def test_a_signal_while_the_state_is_checked_writes_nothing_and_exits_non_zero(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    """Signalled as the tap is made, where the SDK's own handler exited 0 with an empty state."""
+    # A state large enough that checking and loading it takes a while, as a big project's does.
+    partitions = [
+        {
+            "context": {"project": f"project_{number:024x}", "status": "completed"},
+            "replication_key": "completed_at",
+            "replication_key_value": "2025-01-01T00:00:00.000000Z",
+        }
+        for number in range(60_000)
+    ]
+    state = {"bookmarks": {"tasks": {"partitions": partitions}}}
+    # Logged as the settings are checked; half a second later the tap is reading the state.
+    last_child = "Added 'delivery_task_preferences' as child stream"
+    returncode, output, stderr = _signal_when(
+        tap_args(tmp_path, config, state=state),
+        signal.SIGTERM,
+        lambda line: last_child in line,
+        after=0.5,
+    )
+    assert returncode == 143, stderr[-2000:]
+    assert output == b"", "a state written now would lose the state the run started from"
+    assert "before it wrote any record or state: the next run starts from the same" in stderr
+    assert "Gracefully shutting down" not in stderr
+    assert "Traceback" not in stderr
+    assert simulator.requests == []
+
+
+def test_a_catalog_that_cannot_be_written_is_one_paragraph_and_exit_1(
+    config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    args = [*tap_args(tmp_path, config), "--discover"]
+    with Path("/dev/full").open("wb") as full:
+        done = subprocess.run(args, stdout=full, stderr=subprocess.PIPE, check=False, text=True)
+    assert done.returncode == 1
+    stops = [line for line in done.stderr.splitlines() if "tap-scale stopped" in line]
+    assert len(stops) == 1, done.stderr[-2000:]
+    assert "no space left on the device" in stops[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_an_error_nothing_else_names_is_still_one_paragraph_and_exit_1(
+    config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    # The SDK lets a stream map expression's own errors through, as they are.
+    maps = {"tasks": {"__filter__": "1 / 0"}}
+    run = run_tap(tmp_path, {**config, "stream_maps": maps}, check=False)
+    assert run.returncode == 1
+    stops = [line for line in run.stderr.splitlines() if "tap-scale stopped" in line]
+    assert len(stops) == 1, run.stderr[-2000:]
+    assert "a stream map failed on a record (stream tasks" in stops[0]
+    assert "ZeroDivisionError: division by zero" in stops[0]
+    assert "Fix the `stream_maps` setting" in stops[0]
+    assert "Traceback" not in run.stderr
+
+
 def test_the_sdk_still_does_what_tap_scale_relies_on() -> None:
     """Two SDK behaviours with no public promise; if the SDK changes, this test says which.
 
-    - `singer_sdk.plugin_base.PluginBase._setup_signal_handlers` installs the SDK's handlers
-      (which exit 0) as a tap is made; `tap_scale.stops.handle_signals` replaces them after.
+    - `singer_sdk.plugin_base.PluginBase._setup_signal_handlers` is called as a tap is made, to
+      install the SDK's handlers (which exit 0); `TapScale` overrides it to install its own.
     - `singer_sdk.helpers._state.finalize_state_progress_markers` caps a bookmark at the
       partition's `replication_key_signpost`, which `ScaleStream.cap_bookmark` writes.
     """
@@ -156,8 +266,8 @@ def test_the_sdk_still_does_what_tap_scale_relies_on() -> None:
         for signum in saved:
             handler = signal.getsignal(signum)
             assert getattr(handler, "__module__", "") == "tap_scale.stops", (
-                f"{signal.Signals(signum).name} is handled by {handler!r}: the SDK now installs "
-                "its signal handlers after the tap is made (PluginBase._setup_signal_handlers)"
+                f"{signal.Signals(signum).name} is handled by {handler!r}: the SDK no longer "
+                "installs signal handlers in PluginBase._setup_signal_handlers"
             )
     finally:
         for signum, handler in saved.items():

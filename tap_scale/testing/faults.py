@@ -158,14 +158,17 @@ class Faults:
         inclusive_before: When True, the API's `*_before` filters include their bound
             (`completed_at <= completed_before`) rather than exclude it. Scale does not document
             which it does; a client must lose nothing either way.
+        byte_order_mark: When True, every successful body starts with a UTF-8 byte order mark
+            (EF BB BF) before its JSON, as some servers and proxies write it: the same bytes on
+            every try, refused by strict JSON readers.
 
     Faults apply in this order, and the request log's `fault` names, joined by "+", those that
     struck: `refuse_with` or one of the refusals (`dropped_connection`, `rate_limit`,
     `server_error`), which end the request; then `ignore_time_filters`, which changes the
     query; then, on a 200, `empty_page`, `repeated_token`, `missing_fields`, `type_drift`,
-    `timestamp_offset`, `lone_surrogate` and `junk_items`, which reshape the body; then
-    `truncated_body`, `invalid_json` or `trickle`, which spoil its delivery. Last,
-    `echo_credentials` rewrites any error response.
+    `timestamp_offset`, `lone_surrogate`, `junk_items` and `byte_order_mark`, which reshape
+    the body; then `truncated_body`, `invalid_json` or `trickle`, which spoil its delivery.
+    Last, `echo_credentials` rewrites any error response.
     """
 
     rate_limit: float = 0.0
@@ -195,6 +198,7 @@ class Faults:
     requests_per_second: float = 0.0
     burst: float | None = None
     inclusive_before: bool = False
+    byte_order_mark: bool = False
     _random: random.Random = field(init=False, repr=False, compare=False)
     _seeded_with: int | None = field(default=None, init=False, repr=False, compare=False)
     _struck: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)

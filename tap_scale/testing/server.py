@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import math
@@ -104,6 +105,9 @@ def _respond(
             reply = repeated
             struck.append("repeated_token")
     reply, reshaping = reshaped(faults, path, reply)
+    if faults.byte_order_mark:
+        reply = replace(reply, body=codecs.BOM_UTF8 + reply.body)
+        reshaping.append("byte_order_mark")
     return _spoiled(faults, reply, struck + reshaping)
 
 
