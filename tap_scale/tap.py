@@ -51,7 +51,13 @@ def _strings(name: str, description: str) -> th.Property[list[str]]:
 
 
 class TapScale(CheckedTap):
-    """Singer tap for Scale AI's v2 data API."""
+    """Singer tap for Scale AI's v2 data API.
+
+    Streams: projects, batches, tasks, deliveries, delivery_tasks, task_responses,
+    response_schemas, datasets, dataset_deliveries, dataset_tasks, and the rows of tasks and of
+    delivered tasks: task_messages, task_annotations, task_preferences, delivery_task_messages,
+    delivery_task_annotations, delivery_task_preferences.
+    """
 
     name = "tap-scale"
     # The SDK's msgspec writer encodes Singer messages several times faster than json; this one

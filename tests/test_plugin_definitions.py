@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tap_scale.tap import TapScale
 from tests.tap_run import TAP
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -67,3 +68,12 @@ def test_hub_definition_has_what_the_hub_needs() -> None:
     for field in ("name", "variant", "label", "description", "repo", "pip_url", "keywords"):
         assert hub[field], field
     assert hub["maintenance_status"] in {"active", "beta", "development"}
+
+
+def test_about_and_the_hub_name_every_stream(about: dict[str, t.Any]) -> None:
+    description = about["description"]
+    hub = " ".join(str(hub_definition()["description"]).split())
+    for stream in TapScale(config={"api_key": "test_x"}).streams:
+        assert stream in description, f"`tap-scale --about` does not name {stream}"
+    for stream in ("task_responses", "response_schemas", "dataset_tasks"):
+        assert stream in hub, f"hub/tap-scale.yml does not name {stream}"
