@@ -526,6 +526,9 @@ class ScaleStream(RESTStream[str | None]):
             response = send(prepared, context)
             self.update_sync_costs(prepared, response, context)
             records = list(self.parse_response(response))
+            if not records and not paginator.continue_if_empty(response):
+                yield records, False  # as the SDK's loop, an empty last page ends the listing
+                return
             paginator.advance(response)
             yield records, not paginator.finished
 
