@@ -149,7 +149,9 @@ class Reader:
         inherited = {
             name: value
             for name, value in os.environ.items()
-            if not name.startswith(("MELTANO_", "TAP_SCALE_", "TARGET_", "VIRTUAL_ENV"))
+            if not name.startswith(
+                ("MELTANO_", "TAP_SCALE_", "TARGET_", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")
+            )
         }
         self.env = {
             **inherited,
