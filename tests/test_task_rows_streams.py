@@ -118,7 +118,8 @@ def test_each_task_becomes_its_rows_once_as_scale_holds_them(
 def test_selected_alone_they_read_tasks_keep_its_bookmarks_and_follow_it(
     simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
 ) -> None:
-    config = {**config, "lookback_minutes": 0}
+    # One reader: how a partition is cut into windows then depends on nothing but the tasks.
+    config = {**config, "lookback_minutes": 0, "max_concurrency": 1}
     tasks_alone = run_tap(tmp_path / "tasks", config, catalog=catalog(config, "tasks"))
     requests_for_tasks = len(simulator.requests)
     simulator.reset_log()
