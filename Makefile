@@ -36,7 +36,7 @@ lint: $(VENV)/.synced  ## ruff and strict mypy
 check: lint test
 
 # Not a test: timings vary by machine. ARGS=--quick for 10,000 tasks only and one project at
-# 200 ms (about four minutes).
+# 200 ms (about three minutes).
 bench: $(VENV)/.synced  ## tap-scale vs the naive script vs the raw limit, on the simulator: a table
 	$(VENV)/bin/python -m benchmarks.bench $(ARGS)
 
