@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import typing as t
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,3 +157,26 @@ def _claimed_headings(decorator: ast.expr, constants: dict[str, tuple[str, ...]]
         elif isinstance(argument, ast.Name):
             headings.extend(constants.get(argument.id, ()))
     return headings
+
+
+def run_script(
+    script: str, what: object, *, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run README commands as a reader's shell would (stopping at the first failure, traced).
+
+    Fails naming `what` ran, with the output's end, on a non-zero exit or a traceback.
+    """
+    done = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-x", "-c", script],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    said = f"{what}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-6000:]}"
+    assert done.returncode == 0, f"a README command failed (exit {done.returncode}): {said}"
+    assert "Traceback" not in done.stdout + done.stderr, f"a traceback: {said}"
+    return done

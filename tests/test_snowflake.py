@@ -48,6 +48,7 @@ from tap_scale.testing import ScaleSimulator
 from tests import readme
 from tests import test_pipelines as pipelines
 from tests import test_rlhf_pipelines as rlhf
+from tests.postgres import skip_unless_ci
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -75,10 +76,7 @@ meltano = pipelines.meltano
 
 def unavailable(reason: str) -> t.NoReturn:
     """Skip for want of the emulator, or fail where CI promises one."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true, yet {reason}: CI must load the emulated Snowflake")
-    print(f"SKIPPED: {reason}")  # noqa: T201 - the reason must show in the log
-    pytest.skip(reason)
+    skip_unless_ci(reason, "load the emulated Snowflake")
 
 
 @pytest.fixture
@@ -164,20 +162,7 @@ class Reader:
         }
 
     def run(self, script: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            ["bash", "-e", "-o", "pipefail", "-x", "-c", script],
-            cwd=self.clone,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        said = f"{script}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-6000:]}"
-        assert done.returncode == 0, f"a README command failed (exit {done.returncode}): {said}"
-        assert "Traceback" not in done.stdout + done.stderr, f"a traceback: {said}"
-        return done
+        return readme.run_script(script, script, cwd=self.clone, env=self.env)
 
     def dial_the_emulator(self) -> None:
         """The one change to the installed target: its connector dials the emulator."""
