@@ -35,6 +35,8 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     import click
 
 # What to do about a catalog the SDK cannot read.
@@ -54,7 +56,7 @@ class CheckedTap(Tap):
         catalog = kwargs.get("catalog")
         catalog_problems = []
         if isinstance(catalog, dict) and not isinstance(catalog, Catalog):
-            catalog_problems = inputs.check_catalog(catalog)
+            catalog_problems = inputs.check_catalog(catalog, self.own_schemas())
         if catalog_problems:
             kwargs["catalog"] = None
         try:
@@ -80,6 +82,11 @@ class CheckedTap(Tap):
             raise InputError(msg, catalog_problems, FIX_CATALOG)
         if self.input_catalog is not None:
             self._warn_about_catalog()
+
+    @classmethod
+    def own_schemas(cls) -> Iterable[Mapping[str, t.Any]]:
+        """The schemas of the tap's streams, as discovery writes them (none by default)."""
+        return ()
 
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:

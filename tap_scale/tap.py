@@ -33,6 +33,8 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     import click
     from singer_sdk.streams import Stream
 
@@ -48,6 +50,22 @@ OPTS = ("annotation_details", "attachment_details", "model_parameters", "submiss
 
 def _strings(name: str, description: str) -> th.Property[list[str]]:
     return th.Property(name, th.ArrayType(th.StringType), description=description)
+
+
+#: The streams, in the order the tap lists them.
+STREAM_TYPES: tuple[type[Stream], ...] = (
+    streams.ProjectsStream,
+    streams.BatchesStream,
+    streams.TasksStream,
+    streams.DeliveriesStream,
+    streams.DeliveryTasksStream,
+    streams.TaskResponsesStream,
+    streams.ResponseSchemasStream,
+    streams.DatasetsStream,
+    streams.DatasetDeliveriesStream,
+    streams.DatasetTasksStream,
+    *streams.TASK_ROWS_STREAMS,
+)
 
 
 class TapScale(CheckedTap):
@@ -197,19 +215,13 @@ class TapScale(CheckedTap):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        return [
-            streams.ProjectsStream(self),
-            streams.BatchesStream(self),
-            streams.TasksStream(self),
-            streams.DeliveriesStream(self),
-            streams.DeliveryTasksStream(self),
-            streams.TaskResponsesStream(self),
-            streams.ResponseSchemasStream(self),
-            streams.DatasetsStream(self),
-            streams.DatasetDeliveriesStream(self),
-            streams.DatasetTasksStream(self),
-            *(stream_type(self) for stream_type in streams.TASK_ROWS_STREAMS),
-        ]
+        return [stream_type(self) for stream_type in STREAM_TYPES]
+
+    @override
+    @classmethod
+    def own_schemas(cls) -> Iterable[Mapping[str, t.Any]]:
+        # Each stream class sets `schema` as a plain dict, over the SDK's property.
+        return [t.cast("Mapping[str, t.Any]", stream_type.schema) for stream_type in STREAM_TYPES]
 
     @cached_property
     def throttle(self) -> Throttle:
