@@ -29,8 +29,10 @@ Key = t.TypeVar("Key", bound="Hashable")
 #: A window's pages: each page's records, and whether more pages follow.
 Pages = t.Callable[[t.Any, "Window"], "Iterable[tuple[list[Record], bool]]"]
 
-# Pages held per reader: the one being emitted and the next, fetched meanwhile.
-BUFFERED_PAGES_PER_READER = 2
+# Pages queued per reader, beside the one it is fetching: a page is about 6 MB once parsed (100
+# tasks of every opt), so with 8 readers each page more per reader is 50 MB more at the peak.
+# The sync emits a page in less time than a reader fetches one, so one is enough to keep it busy.
+BUFFERED_PAGES_PER_READER = 1
 # How often a blocked reader checks whether the sync was abandoned.
 POLL_SECONDS = 0.5
 
