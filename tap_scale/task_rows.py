@@ -306,9 +306,10 @@ def message_row(base: Base, at: tuple[t.Any, t.Any, int, int], message: Json) ->
         and type(content) in _OBJECT
         and type(parameters) in _OBJECT
         and type(evaluations) in _LIST
-        and MESSAGE_FIELDS.issuperset(message)
     ):
-        additional = None
+        # Fields this release does not know (Scale adds some), kept as sent.
+        unknown = None if MESSAGE_FIELDS.issuperset(message) else message.keys() - MESSAGE_FIELDS
+        additional = None if unknown is None else {name: message[name] for name in unknown}
     else:
         columns, additional = MESSAGE_ROW_FIELDS.split(message)
         role, source_id, content, parameters, evaluations = columns
@@ -536,9 +537,14 @@ def annotation_row(base: Base, place: Place, identifier: str, annotation: Json) 
         and type(justification) in _STRING
         and type(choices) in _LIST
         and _all_strings(labels)
-        and ANNOTATION_FIELDS.issuperset(annotation)
     ):
-        additional = None
+        # Fields this release does not know (Scale adds some), kept as sent.
+        unknown = (
+            None
+            if ANNOTATION_FIELDS.issuperset(annotation)
+            else annotation.keys() - ANNOTATION_FIELDS
+        )
+        additional = None if unknown is None else {name: annotation[name] for name in unknown}
     else:
         columns, additional = ANNOTATION_ROW_FIELDS.split(annotation)
         key, kind, title, labels, not_applicable, cannot_assess, justification, choices = columns
@@ -556,7 +562,8 @@ def annotation_row(base: Base, place: Place, identifier: str, annotation: Json) 
         justification,
         choices,
         None if value is None else _encode(value).decode(),
-        *typed_value(kind, value),
+        # `typed_value`, spelled out: it too runs for every annotation.
+        *((_TYPERS.get(kind) if type(kind) is str else None) or _by_json_type)(value),
         additional,
     )
 

@@ -19,6 +19,7 @@ from singer_sdk import Stream
 
 from tap_scale import task_rows
 from tap_scale.models import utc_timestamp
+from tap_scale.row_messages import RowMessages
 from tap_scale.streams.row_writer import PRIVATE_SDK_METHODS, RowOutput
 from tap_scale.tap import TapScale
 from tap_scale.testing import ScaleSimulator
@@ -299,8 +300,8 @@ def test_the_private_sdk_methods_relied_on_still_write_what_rows_are_written_as(
     output = RowOutput(stream, tap.progress)  # writes the SCHEMA message through the SDK
     assert output.direct
     stream._write_record_message(dict(record))  # noqa: SLF001
-    payload = bytearray()
-    output.add([row], b',"time_extracted":"2025-06-07T08:09:10.123456Z"}\n', payload)
+    payload, counts = RowMessages({"annotations": output.alias}).encode(task)
+    assert counts == (0, 1, 0)
     stdout.flush()
     written.write(payload)
     stdout.flush()
@@ -315,7 +316,7 @@ def test_the_private_sdk_methods_relied_on_still_write_what_rows_are_written_as(
     assert re.fullmatch(rb'"time_extracted":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"', sdk_time[0])
     assert moment.sub(b"", sdk_line) == moment.sub(b"", direct_line), (
         "singer_sdk.Stream._write_record_message writes records differently from "
-        "tap_scale/streams/row_writer.py's direct path"
+        "tap_scale/row_messages.py, which encodes the rows of streams without stream maps"
     )
     assert json.loads(direct_line)["record"] == record
 

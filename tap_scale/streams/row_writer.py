@@ -3,26 +3,27 @@
 The SDK has no public way for one stream to write another stream's records, so this module, and
 only this module, calls two of the SDK's private methods, ``Stream._write_schema_message`` and
 ``Stream._write_record_message`` (``tests/test_task_rows_streams.py`` fails, naming them, if they
-change). Rows of a stream with no stream map and no deselected field (the usual case) are encoded
-here instead, a task's rows in one write, byte for byte as the SDK would write the same record
-(the same test compares them): the SDK's path costs about 25 µs a row, more than deriving the
-row does, and a task has dozens of rows.
+change). Rows of a stream with no stream map and no deselected field (the usual case) are
+encoded by `tap_scale.row_messages` instead, a task's rows in one write, byte for byte as the
+SDK would write the same records (the same test compares them): the SDK's path costs about 25 µs
+a row, more than deriving the row does, and a task has dozens of rows.
 """
 
 from __future__ import annotations
 
 import typing as t
-from datetime import datetime, timezone
 
 import msgspec
 from singer_sdk.mapper import SameRecordTransform
 
 from tap_scale import task_rows
+from tap_scale.row_messages import HOLDS, RowMessages
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from tap_scale.progress import SyncProgress
+    from tap_scale.row_messages import Counts, Holds
     from tap_scale.streams.task_rows import TaskRowsStream
 
     #: Writes serialized Singer messages (`stops.ScaleMessageWriter.write_serialized`).
@@ -30,8 +31,6 @@ if t.TYPE_CHECKING:
 
 #: The SDK's private methods used here, named once for the guard test.
 PRIVATE_SDK_METHODS = ("_write_schema_message", "_write_record_message")
-
-_encode_into = msgspec.json.Encoder().encode_into
 
 
 class RowOutput:
@@ -44,40 +43,35 @@ class RowOutput:
         # What a stream map sees: every column, null where the row leaves it out.
         self._columns = dict.fromkeys(stream.schema["properties"])
         maps = stream.stream_maps
-        # Encoded here when the SDK would write each row unchanged; otherwise by the SDK itself.
+        # Encoded by `RowMessages` when the SDK would write each row unchanged; otherwise by
+        # the SDK itself.
         self.direct = (
             len(maps) == 1
             and type(maps[0]) is SameRecordTransform
             and not maps[0].flattening_enabled
             and all(stream.mask.values())
         )
-        alias = msgspec.json.encode(maps[0].stream_alias)
-        self._prefix = b'{"type":"RECORD","stream":' + alias + b',"record":'
+        #: The stream name its records are written under.
+        self.alias = maps[0].stream_alias
         stream._write_schema_message()  # noqa: SLF001 - see the module's docstring
 
-    def add(self, rows: Sequence[task_rows.Row], suffix: bytes, payload: bytearray) -> None:
-        """Append the rows' messages to ``payload`` (the SDK writes them at once if it must).
-
-        ``suffix`` ends each message: the moment the rows were extracted, and a newline.
-        """
+    def add(self, rows: Sequence[task_rows.Row]) -> None:
+        """Write the rows through the SDK, its stream maps and selection applied."""
         if rows:
             self._progress.derived(self.stream.name, len(rows))
-        if not self.direct:
-            for row in rows:
-                record = {**self._columns, **msgspec.to_builtins(row)}
-                self.stream._write_record_message(record)  # noqa: SLF001 - see the module's docstring
-            return
         for row in rows:
-            payload += self._prefix
-            _encode_into(row, payload, -1)
-            payload += suffix
+            record = {**self._columns, **msgspec.to_builtins(row)}
+            self.stream._write_record_message(record)  # noqa: SLF001 - see the module's docstring
 
 
 class TaskRowsWriter:
     """Writes the rows of each task a task stream reads, for its selected derived streams."""
 
     def __init__(
-        self, streams: Sequence[TaskRowsStream], write: Write, progress: SyncProgress
+        self,
+        streams: Sequence[TaskRowsStream],
+        write: Write,
+        progress: SyncProgress,
     ) -> None:
         """Announce the selected streams' schemas; rows follow, task by task, through ``write``.
 
@@ -85,39 +79,54 @@ class TaskRowsWriter:
         secrets, and stops cleanly on a closed stdout or a signal.
         """
         self._write = write
-        outputs = {
+        self._progress = progress
+        self._outputs: dict[Holds, RowOutput] = {
             stream.holds: RowOutput(stream, progress) for stream in streams if stream.selected
         }
-        self._messages = outputs.get("messages")
-        self._annotations = outputs.get("annotations")
-        self._preferences = outputs.get("preferences")
+        self._names = {holds: output.stream.name for holds, output in self._outputs.items()}
+        direct = bool(self._outputs) and all(o.direct for o in self._outputs.values())
+        aliases = {holds: output.alias for holds, output in self._outputs.items()}
+        #: Encodes a task's rows, unless a stream needs the SDK to write them.
+        self._messages = RowMessages(aliases) if direct else None
 
     def write(self, task: task_rows.Json) -> None:
-        """Write the task's rows to each selected stream: one write to stdout for them all.
+        """Write the task's rows to each selected stream."""
+        if not self._outputs:
+            return
+        if self._messages is not None:
+            # One write, not one per message as the SDK makes, because each write lets the
+            # threads reading pages ahead take the interpreter, and taking it back costs more
+            # than the write.
+            payload, counts = self._messages.encode(task)
+            self._count(counts)
+            if payload:
+                self._write(payload)
+            return
+        self._write_through_sdk(task)
 
-        One write, not one per message as the SDK makes, because each write lets the threads
-        reading pages ahead take the interpreter, and taking it back costs more than the write.
-        """
-        if not (self._messages or self._annotations or self._preferences):
+    def _count(self, counts: Counts) -> None:
+        for holds, count in zip(HOLDS, counts, strict=True):
+            if count:
+                self._progress.derived(self._names[t.cast("Holds", holds)], count)
+
+    def _write_through_sdk(self, task: task_rows.Json) -> None:
+        messages = self._outputs.get("messages")
+        annotations = self._outputs.get("annotations")
+        preferences = self._outputs.get("preferences")
+        if messages is not None:
+            messages.add(list(task_rows.message_rows(task)))
+        if annotations is None and preferences is None:
             return
         base = task_rows.task_columns(task)
-        # Every row of a task was extracted at once: the moment is encoded once per task.
-        suffix = b',"time_extracted":' + msgspec.json.encode(datetime.now(timezone.utc)) + b"}\n"
-        payload = bytearray()
-        if self._messages:
-            self._messages.add(list(task_rows.message_rows(task)), suffix, payload)
-        if self._annotations or self._preferences:
-            # One walk over the task's annotations serves both streams.
-            annotations: list[task_rows.AnnotationRow] = []
-            preferences: list[task_rows.PreferenceRow] = []
-            for place, listed, path in task_rows.places(task):
-                if self._annotations:
-                    annotations += task_rows.annotation_rows_at(base, place, listed, path)
-                if self._preferences:
-                    preferences += task_rows.preference_rows_at(base, place, listed, path)
-            if self._annotations:
-                self._annotations.add(annotations, suffix, payload)
-            if self._preferences:
-                self._preferences.add(preferences, suffix, payload)
-        if payload:
-            self._write(payload)
+        # One walk over the task's annotations serves both streams.
+        annotation_rows: list[task_rows.AnnotationRow] = []
+        preference_rows: list[task_rows.PreferenceRow] = []
+        for place, listed, path in task_rows.places(task):
+            if annotations is not None:
+                annotation_rows += task_rows.annotation_rows_at(base, place, listed, path)
+            if preferences is not None:
+                preference_rows += task_rows.preference_rows_at(base, place, listed, path)
+        if annotations is not None:
+            annotations.add(annotation_rows)
+        if preferences is not None:
+            preferences.add(preference_rows)
