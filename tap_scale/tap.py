@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import sys
 import typing as t
 from functools import cached_property
 
 from singer_sdk import typing as th
 
-from tap_scale import redaction, settings, stops, streams
+from tap_scale import memory, redaction, settings, stops, streams
 from tap_scale.answers import ServerClock
 from tap_scale.checked_tap import CheckedTap
 from tap_scale.client import (
@@ -273,11 +272,7 @@ class TapScale(CheckedTap):
     @classmethod
     def invoke(cls, **kwargs: t.Any) -> None:
         """Run the CLI; a failure the user can act on ends as one clear paragraph and exit 1."""
-        # Each page of tasks is thousands of new dicts and lists, freed by reference counting
-        # and never in cycles, yet CPython's cycle collector scanned them after every 700
-        # allocations: a quarter of a sync's CPU. It now runs after 50,000 (cycles, which
-        # requests and urllib3 do make, are still collected).
-        gc.set_threshold(50_000, 20, 10)
+        memory.tune()  # before any reader thread starts
         stops.run(lambda: super(TapScale, cls).invoke(**kwargs), cls.logger)
 
     @override
