@@ -35,7 +35,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
     import click
 
@@ -160,12 +160,10 @@ class CheckedTap(Tap):
                 or (isinstance(definition, dict) and "__source__" in definition)
             ):
                 continue
-            if close := difflib.get_close_matches(name, streams, n=2, cutoff=0.75):
+            if guess := _did_you_mean(name, streams):
                 problems.append(
                     f"`stream_maps` maps `{name}`, which is not a stream of {self.name}, so the "
-                    "map would never apply; did you mean "
-                    + " or ".join(f"`{stream}`" for stream in close)
-                    + "?"
+                    f"map would never apply; did you mean {guess}?"
                 )
             else:
                 self.logger.warning(
@@ -189,12 +187,10 @@ class CheckedTap(Tap):
         for field, expression in definition.items():
             if field.startswith("__") or field in fields or expression not in {None, "__NULL__"}:
                 continue
-            if close := difflib.get_close_matches(field, fields, n=2, cutoff=0.75):
+            if guess := _did_you_mean(field, fields):
                 problems.append(
                     f"`stream_maps.{stream}` drops `{field}`, which is not a field of `{stream}`, "
-                    "so nothing would be dropped; did you mean "
-                    + " or ".join(f"`{name}`" for name in close)
-                    + "?"
+                    f"so nothing would be dropped; did you mean {guess}?"
                 )
             else:
                 self.logger.warning(
@@ -258,3 +254,9 @@ class CheckedTap(Tap):
             if param.name in {"state", "catalog"}:
                 param.type = inputs.JsonObjectFile(param.name)
         return command
+
+
+def _did_you_mean(name: str, known: Sequence[str]) -> str | None:
+    """The one or two known names close to a misspelt one, as a person reads them; else None."""
+    close = difflib.get_close_matches(name, known, n=2, cutoff=0.75)
+    return " or ".join(f"`{match}`" for match in close) if close else None

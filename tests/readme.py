@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 import subprocess
 import typing as t
 from dataclasses import dataclass
@@ -180,3 +181,19 @@ def run_script(
     assert done.returncode == 0, f"a README command failed (exit {done.returncode}): {said}"
     assert "Traceback" not in done.stdout + done.stderr, f"a traceback: {said}"
     return done
+
+
+def copy_checkout(destination: Path) -> Path:
+    """Copy this checkout's working tree (what a commit of it would hold) to ``destination``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = PROJECT_DIR / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    return destination

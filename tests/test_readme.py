@@ -230,18 +230,7 @@ class Reader:
 
     def _snapshot_of_the_checkout(self) -> Path:
         """This checkout's working tree (what a commit of it would hold), as a git repository."""
-        snapshot = self.root / "origin" / CLONE
-        listed = subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=PROJECT_DIR,
-            capture_output=True,
-            check=True,
-        ).stdout.decode()
-        for name in filter(None, listed.split("\0")):
-            source = PROJECT_DIR / name
-            if source.is_file():
-                (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, snapshot / name)
+        snapshot = readme.copy_checkout(self.root / "origin" / CLONE)
         # The Hub definition installs from the repository's address: from the snapshot, here.
         hub = snapshot / "hub/tap-scale.yml"
         hub.write_text(hub.read_text().replace(f"git+{REPOSITORY}", str(snapshot)))

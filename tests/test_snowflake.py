@@ -117,17 +117,7 @@ def scale() -> Iterator[ScaleSimulator]:
 @pytest.fixture
 def clone(tmp_path: Path) -> Path:
     """A reader's clone: this checkout's working tree, and a key pair's private key beside it."""
-    clone = tmp_path / "tap-scale"
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        if (PROJECT_DIR / name).is_file():
-            (clone / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(PROJECT_DIR / name, clone / name)
+    clone = readme.copy_checkout(tmp_path / "tap-scale")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     (clone / "rsa_key.p8").write_bytes(
         key.private_bytes(
