@@ -491,8 +491,12 @@ class ScaleStream(RESTStream[str | None]):
                 f"{text.rstrip('.')}. {advice}"
             )
             raise ScaleAPIError(msg.rstrip(), status, text)
+        self.before_parsing()
         # Parsing here, inside the retried call, makes a 200 with a broken body a retry.
         page_body(response, warn=self.logger.warning)
+
+    def before_parsing(self) -> None:
+        """Called before a good response's body is parsed; `TasksStream` waits for room."""
 
     def _asked_wait_note(self, response: requests.Response) -> str:
         header = retry_after_header(response)

@@ -260,6 +260,11 @@ class TasksStream(TaskRecordsStream):
             self._write_state_message()
 
     @override
+    def before_parsing(self) -> None:
+        if (prefetcher := self._prefetcher) is not None:
+            prefetcher.make_room()
+
+    @override
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         prefetcher = self._prefetcher
         if prefetcher is None or context is None or not prefetcher.covers(context):
