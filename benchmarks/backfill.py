@@ -5,7 +5,8 @@ project with ~10,000 completed tasks (`--backfill-tasks`):
 
 - **latency sweep** (`--backfill-latencies`, 0, 200 and 1,000 ms by default): tap-scale with
   default settings and with `max_concurrency: 8`, next to the raw single-connection client,
-  as ratios of their rates;
+  as ratios of their rates; and tap-scale by default with the RLHF row streams selected too
+  (`benchmarks.rlhf_rows`), as the ratio of its rate to tasks alone;
 - **rate limit**: a simulator allowing 5 requests a second (a token bucket across connections,
   429 with `Retry-After` beyond it) at 200 ms, tap-scale with `max_concurrency: 8`: the share of
   requests answered 429, and the wall time next to (the listing's pages / 5 per second);
@@ -30,7 +31,7 @@ import typing as t
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import bench
+from benchmarks import bench, rlhf_rows
 from tap_scale.testing.data import status_counts
 
 if t.TYPE_CHECKING:
@@ -46,12 +47,17 @@ KILL_AT = 0.5
 
 @dataclass(frozen=True)
 class Sweep:
-    """One latency's runs: tap-scale by default, with max_concurrency 8, and raw."""
+    """One latency's runs: tap-scale by default, with max_concurrency 8, and raw.
+
+    And tap-scale by default with the RLHF row streams selected too: what they cost where the
+    tap waits on Scale.
+    """
 
     latency_ms: float
     default: bench.Measurement
     most: bench.Measurement
     raw: bench.Measurement
+    rows: bench.Measurement
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ def sweep(tasks: int, latency_ms: float, workdir: Path, seed: int) -> Sweep:
                     f"tap-scale, one project, max_concurrency {bench.MAX_CONCURRENCY}",
                     bench.with_concurrency(tap, bench.MAX_CONCURRENCY),
                 ),
+                ("tap-scale, one project, tasks + RLHF rows", rlhf_rows.with_rows(tap)),
             )
         ]
         raw = bench.measure(
@@ -132,7 +139,7 @@ def sweep(tasks: int, latency_ms: float, workdir: Path, seed: int) -> Sweep:
             ],
             expected_tasks=expected,
         )
-    return Sweep(latency_ms, runs[0], runs[1], raw)
+    return Sweep(latency_ms, runs[0], runs[1], raw, runs[2])
 
 
 def rate_limited(tasks: int, workdir: Path, seed: int) -> RateLimited:
@@ -254,22 +261,24 @@ def run(
         *_limited_lines(limited),
         *_resumed_lines(resumed),
     ]
-    runs = [run for s in sweeps for run in (s.default, s.most, s.raw)] + [limited.run]
+    runs = [run for s in sweeps for run in (s.default, s.most, s.raw, s.rows)] + [limited.run]
     return lines, runs
 
 
 def _sweep_table(sweeps: Sequence[Sweep]) -> Iterator[str]:
     yield (
         "| tasks | latency | tap-scale s | tap-scale, max_concurrency 8 s | raw s "
-        "| tap-scale/raw | tap-scale, max_concurrency 8/raw |"
+        "| tap-scale/raw | tap-scale, max_concurrency 8/raw "
+        f"| with RLHF rows s | with rows/tasks alone (goal ≥ {rlhf_rows.GOAL}) |"
     )
-    yield "|---:|---:|---:|---:|---:|---:|---:|"
+    yield "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for s in sweeps:
-        raw = s.raw.usage.wall
+        raw, default = s.raw.usage.wall, s.default.usage.wall
         yield (
-            f"| {s.raw.tasks:,} | {s.latency_ms:g} ms | {s.default.usage.wall:.2f} "
-            f"| {s.most.usage.wall:.2f} | {raw:.2f} | {raw / s.default.usage.wall:.2f}x "
-            f"| {raw / s.most.usage.wall:.2f}x |"
+            f"| {s.raw.tasks:,} | {s.latency_ms:g} ms | {default:.2f} "
+            f"| {s.most.usage.wall:.2f} | {raw:.2f} | {raw / default:.2f}x "
+            f"| {raw / s.most.usage.wall:.2f}x | {s.rows.usage.wall:.2f} "
+            f"| {default / s.rows.usage.wall:.2f} |"
         )
 
 
