@@ -515,8 +515,23 @@ def typed_value(annotation_type: object, value: object) -> TypedValue:
     return (typer or _by_json_type)(value)
 
 
-def annotation_row(base: Base, place: Place, identifier: str, annotation: Json) -> AnnotationRow:
-    """The row of one annotation: the task's columns, where it sits, and its fields.
+#: The columns of an annotation's row that are its own, in the row's order: all but the task's
+#: and where it sits.
+ANNOTATION_OWN_COLUMNS = tuple(
+    name
+    for name in AnnotationRow.__struct_fields__
+    if name not in TaskColumns.__struct_fields__ and name not in PLACE_COLUMNS
+)
+#: An annotation's own columns: what its row adds to those it shares with its list.
+AnnotationColumns: type[msgspec.Struct] = msgspec.defstruct(
+    "AnnotationColumns",
+    [(name, t.Any, None) for name in ANNOTATION_OWN_COLUMNS],
+    omit_defaults=True,
+)
+
+
+def annotation_columns(identifier: str, annotation: Json) -> msgspec.Struct:
+    """An annotation's own columns (`ANNOTATION_OWN_COLUMNS`, an `AnnotationColumns`).
 
     A field this release does not know, or of another type than its column's, is kept as sent
     in `additional_properties`.
@@ -539,20 +554,14 @@ def annotation_row(base: Base, place: Place, identifier: str, annotation: Json) 
         and _all_strings(labels)
     ):
         # Fields this release does not know (Scale adds some), kept as sent.
-        unknown = (
-            None
-            if ANNOTATION_FIELDS.issuperset(annotation)
-            else annotation.keys() - ANNOTATION_FIELDS
-        )
+        fields = annotation.keys()
+        unknown = None if fields <= ANNOTATION_FIELDS else fields - ANNOTATION_FIELDS
         additional = None if unknown is None else {name: annotation[name] for name in unknown}
     else:
         columns, additional = ANNOTATION_ROW_FIELDS.split(annotation)
         key, kind, title, labels, not_applicable, cannot_assess, justification, choices = columns
-    # Positional, in the order of the fields: the fastest way to build a Struct.
-    return AnnotationRow(
-        *base,
+    return AnnotationColumns(
         identifier,
-        *place,
         key,
         kind,
         title,
@@ -566,6 +575,13 @@ def annotation_row(base: Base, place: Place, identifier: str, annotation: Json) 
         *((_TYPERS.get(kind) if type(kind) is str else None) or _by_json_type)(value),
         additional,
     )
+
+
+def annotation_row(base: Base, place: Place, identifier: str, annotation: Json) -> AnnotationRow:
+    """The row of one annotation: the task's columns, where it sits, and its own columns."""
+    own = msgspec.structs.astuple(annotation_columns(identifier, annotation))
+    # Positional, in the order of the fields: the fastest way to build a Struct.
+    return AnnotationRow(*base, own[0], *place, *own[1:])
 
 
 def annotation_rows_at(
