@@ -9,6 +9,8 @@ import json
 import os
 import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -928,3 +930,28 @@ def test_python_dash_m_serves_until_signalled(stop_signal: signal.Signals) -> No
             assert process.stdout.read() == ""
         finally:
             process.kill()
+
+
+def test_a_client_hanging_up_mid_answer_is_no_error_on_the_servers_stderr(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # A killed tap (the benchmark's kill-and-resume leg) leaves its connections closed under
+    # the answers being written; a server takes that in its stride, with no traceback.
+    with ScaleSimulator(seed=7) as simulator:
+        simulator.faults.slow_seconds = 0.3  # the answer is written after the client has gone
+        url = urlsplit(simulator.url)
+        assert url.hostname is not None
+        assert url.port is not None
+        client = socket.create_connection((url.hostname, url.port))
+        client.sendall(
+            f"GET {url.path}/projects HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"Authorization: Bearer {simulator.api_key}\r\n\r\n".encode()
+        )
+        # Closed with a reset, as the kernel closes a killed process's sockets with data unread.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        time.sleep(0.6)
+        # The simulator goes on answering.
+        answer = requests.get(f"{simulator.url}/projects", auth=(simulator.api_key, ""), timeout=10)
+        assert answer.ok
+    assert "Traceback" not in capfd.readouterr().err

@@ -7,6 +7,7 @@ import contextlib
 import io
 import math
 import socket
+import sys
 import threading
 import time
 import typing as t
@@ -172,6 +173,16 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
         with self._connections_lock:
             self._connections.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: t.Any, client_address: t.Any) -> None:  # noqa: ANN401 - socketserver's own signature
+        """Print what went wrong serving a request, unless the client had only hung up.
+
+        A client killed or gone on a timeout leaves its connection closed under the answer being
+        written: a server takes that in its stride, and a traceback would read as its failure.
+        """
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         """Close every open connection, so that no thread goes on serving after a stop."""
