@@ -308,7 +308,8 @@ def message_row(base: Base, at: tuple[t.Any, t.Any, int, int], message: Json) ->
         and type(evaluations) in _LIST
     ):
         # Fields this release does not know (Scale adds some), kept as sent.
-        unknown = None if MESSAGE_FIELDS.issuperset(message) else message.keys() - MESSAGE_FIELDS
+        fields = message.keys()
+        unknown = None if fields <= MESSAGE_FIELDS else fields - MESSAGE_FIELDS
         additional = None if unknown is None else {name: message[name] for name in unknown}
     else:
         columns, additional = MESSAGE_ROW_FIELDS.split(message)

@@ -4,9 +4,10 @@ The SDK has no public way for one stream to write another stream's records, so t
 only this module, calls two of the SDK's private methods, ``Stream._write_schema_message`` and
 ``Stream._write_record_message`` (``tests/test_task_rows_streams.py`` fails, naming them, if they
 change). Rows of a stream with no stream map and no deselected field (the usual case) are
-encoded by `tap_scale.row_messages` instead, a task's rows in one write, byte for byte as the
-SDK would write the same records (the same test compares them): the SDK's path costs about 25 µs
-a row, more than deriving the row does, and a task has dozens of rows.
+encoded by `tap_scale.row_messages` instead, a task's rows in one write, the messages the SDK
+would write for the same records (the same test compares them; an annotation's columns come in
+another order): the SDK's path costs about 25 µs a row, more than deriving the row does, and a
+task has dozens of rows.
 """
 
 from __future__ import annotations
