@@ -66,12 +66,14 @@ def test_readers_wait_for_room_holding_scales_bytes_not_the_parsed_page(
     parses = 0
     parse = client.page_body
 
-    def counted_parse(response: requests.Response, warn: t.Any = None) -> dict[str, t.Any]:
+    def counted_parse(
+        response: requests.Response, warn: t.Any = None, fast: t.Any = None
+    ) -> dict[str, t.Any]:
         nonlocal parses
         # Each response is parsed once; later calls return what that parse made.
         parsed_before = "_scale_body" in response.__dict__
         parses += not parsed_before and urlsplit(response.url).path.endswith("/v2/tasks")
-        return parse(response, warn)
+        return parse(response, warn, fast)
 
     monkeypatch.setattr(client, "page_body", counted_parse)
     output = StalledOutput()

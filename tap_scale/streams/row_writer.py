@@ -17,7 +17,7 @@ import typing as t
 import msgspec
 from singer_sdk.mapper import SameRecordTransform
 
-from tap_scale import task_rows
+from tap_scale import task_pages, task_rows
 from tap_scale.row_messages import HOLDS, RowMessages
 
 if t.TYPE_CHECKING:
@@ -94,6 +94,7 @@ class TaskRowsWriter:
         """Write the task's rows to each selected stream."""
         if not self._outputs:
             return
+        task = task_pages.materialised(task)
         if self._messages is not None:
             # One write, not one per message as the SDK makes, because each write lets the
             # threads reading pages ahead take the interpreter, and taking it back costs more

@@ -8,8 +8,10 @@ import typing as t
 from datetime import datetime, timedelta
 from functools import cached_property
 
+from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
+from tap_scale import task_pages
 from tap_scale.client import ScaleStream
 from tap_scale.models import TASK, format_timestamp, parse_timestamp, utc_timestamp
 from tap_scale.prefetch import PartitionPrefetcher, interleave
@@ -51,6 +53,27 @@ class TaskRecordsStream(ScaleStream):
         return {"opts": self.config.get("opts") or [], **self.page_params(next_page_token)}
 
     id_fields = ("project", "batch")
+
+    @cached_property
+    def writes_tasks_unchanged(self) -> bool:
+        """Whether its records go as they are to the message writer, which copies raw JSON out.
+
+        Then their turns may stay the JSON Scale sent (`tap_scale.task_pages`). A stream map,
+        flattening or BATCH files (written with the standard library's `json`) need objects.
+        """
+        maps = self.stream_maps
+        return (
+            len(maps) == 1
+            and type(maps[0]) is SameRecordTransform
+            and not maps[0].flattening_enabled
+            and not self.get_batch_config(self.config)
+        )
+
+    @override
+    def fast_page_body(self, content: bytes) -> dict[str, t.Any] | None:
+        if not self.writes_tasks_unchanged:
+            return None
+        return task_pages.decode(content)
 
     @override
     def post_process(

@@ -51,7 +51,14 @@ _REFUSALS = {
 # Statuses a refusal can be sent with: 1xx are not final responses, and 204, 205 and 304 carry
 # no body, so a client would leave the error body unread and lose its place on the connection.
 _SENDABLE = frozenset(range(200, 600)) - {204, 205, 304}
-_ITEM_SHARES = ("type_drift", "missing_fields", "new_fields", "lone_surrogate", "junk_items")
+_ITEM_SHARES = (
+    "type_drift",
+    "missing_fields",
+    "new_fields",
+    "lone_surrogate",
+    "latin1_text",
+    "junk_items",
+)
 _OFFSET = re.compile(r"[+-](?:[01]\d|2[0-3]):[0-5]\d")
 # The time filters a server may ignore (`ignore_time_filters`).
 TIME_FILTERS = frozenset(
@@ -138,6 +145,12 @@ class Faults:
             by a careless client upstream, under `note`): valid JSON to Python's reader, refused by
             strict ones such as msgspec, the same way on every try. `ScaleSimulator.surrogated`
             tells which tasks are hit.
+        latin1_text: Share of tasks (per id, on the paths `type_drift` acts on) whose first
+            message's text ends in a word written in Latin-1, not UTF-8 (`café`, its é the one byte
+            0xE9), as a
+            system upstream that mixed up encodings leaves it, deep inside the task's turns:
+            no JSON reader takes the body strictly, the same way on every try.
+            `ScaleSimulator.latin1_hit` tells which tasks are hit.
         junk_items: Share of objects (per id, in every list of tasks, deliveries, projects,
             batches or datasets, on every path) followed in their list by an item that is not
             one: `null`, a string, a number or an object without its id. The real objects are
@@ -166,7 +179,8 @@ class Faults:
     struck: `refuse_with` or one of the refusals (`dropped_connection`, `rate_limit`,
     `server_error`), which end the request; then `ignore_time_filters`, which changes the
     query; then, on a 200, `empty_page`, `repeated_token`, `missing_fields`, `type_drift`,
-    `timestamp_offset`, `lone_surrogate`, `junk_items` and `byte_order_mark`, which reshape
+    `timestamp_offset`, `lone_surrogate`, `latin1_text`, `junk_items` and `byte_order_mark`,
+    which reshape
     the body; then `truncated_body`, `invalid_json` or `trickle`, which spoil its delivery.
     Last, `echo_credentials` rewrites any error response.
     """
@@ -191,6 +205,7 @@ class Faults:
     timestamp_offset: str | None = None
     clock_skew: float = 0.0
     lone_surrogate: float = 0.0
+    latin1_text: float = 0.0
     junk_items: float = 0.0
     trickle: float = 0.0
     trickle_pause: float = 0.05

@@ -3,8 +3,9 @@
 `type_drift` sends values with another JSON type than the models promise, plus a field no model
 lists; `missing_fields` leaves optional fields out; `new_fields` adds a top-level field no model
 lists to the objects of every endpoint; `timestamp_offset` writes timestamps at another UTC
-offset; `lone_surrogate` puts half an emoji in a task's metadata; `junk_items` puts items that
-are not objects in an endpoint's lists. All act on a body the API rendered truthfully, so
+offset; `lone_surrogate` puts half an emoji in a task's metadata; `latin1_text` a word written in
+Latin-1 in a task's first message; `junk_items` puts items that are not objects in an endpoint's
+lists. All act on a body the API rendered truthfully, so
 `ScaleSimulator.tasks()` and its siblings stay the truth a client should recover. Which objects
 are hit is `Faults.strikes_item`: fixed per id, so a task that drifts in one response drifts in
 every response, as it would if its data came from a newer model.
@@ -67,7 +68,13 @@ def reshaped(faults: Faults, path: str, reply: Reply) -> tuple[Reply, list[str]]
 
     The body is parsed only when a content fault is on and the path holds what it changes.
     """
-    shares = (faults.type_drift, faults.missing_fields, faults.new_fields, faults.lone_surrogate)
+    shares = (
+        faults.type_drift,
+        faults.missing_fields,
+        faults.new_fields,
+        faults.lone_surrogate,
+        faults.latin1_text,
+    )
     if max(shares) <= 0 and faults.timestamp_offset is None and faults.junk_items <= 0:
         return reply, []
     if path not in TASK_PATHS | DELIVERY_PATHS | _OBJECTS.keys():
@@ -88,9 +95,15 @@ def reshaped(faults: Faults, path: str, reply: Reply) -> tuple[Reply, list[str]]
     if not struck:
         return reply, []
     # ASCII escapes: a lone surrogate has no UTF-8 form, only its `\\ud83d` escape.
-    text = json.dumps(body, separators=(",", ":"), ensure_ascii="lone_surrogate" in struck)
+    ascii_only = "lone_surrogate" in struck
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=ascii_only)
     names = [name for name in _ORDER if name in struck]
-    return Reply(reply.status, text.encode(), reply.content_type, reply.headers), names
+    encoded = text.encode()
+    if "latin1_text" in struck:
+        # The word as written in the JSON text (escaped where the body is ASCII only).
+        written = json.dumps(LATIN1_WORD, ensure_ascii=ascii_only)[1:-1].encode()
+        encoded = encoded.replace(written, LATIN1_WORD.encode("latin-1"))
+    return Reply(reply.status, encoded, reply.content_type, reply.headers), names
 
 
 def reshape_task(faults: Faults, task: JsonObject, struck: set[str]) -> None:
@@ -106,6 +119,9 @@ def reshape_task(faults: Faults, task: JsonObject, struck: set[str]) -> None:
         metadata = task.get("metadata")
         task["metadata"] = {**(metadata if isinstance(metadata, dict) else {}), **CUT_EMOJI}
         struck.add("lone_surrogate")
+    if faults.strikes_item("latin1_text", task["task_id"]) and (content := _first_content(task)):
+        content["text"] = f"{content.get('text') or ''} {LATIN1_WORD}"
+        struck.add("latin1_text")
     if faults.strikes_item("type_drift", task["task_id"]):
         drift_task(task)
         struck.add("type_drift")
@@ -114,16 +130,30 @@ def reshape_task(faults: Faults, task: JsonObject, struck: set[str]) -> None:
         struck.add("timestamp_offset")
 
 
+def _first_content(task: JsonObject) -> JsonObject | None:
+    """The content of the task's first message, if it has one."""
+    for thread in task.get("threads") or ():
+        for turn in thread.get("turns") or ():
+            for message in turn.get("messages") or ():
+                if isinstance(message.get("content"), dict):
+                    return t.cast("JsonObject", message["content"])
+    return None
+
+
 _ORDER = (
     "new_fields",
     "missing_fields",
     "lone_surrogate",
+    "latin1_text",
     "type_drift",
     "timestamp_offset",
     "junk_items",
 )
 # Half of U+1F600, as a client that cut a string by UTF-16 code units leaves it.
 CUT_EMOJI = {"note": "cut \ud83d"}
+# Written in Latin-1 where UTF-8 is due (one byte, 0xe9, for the é): a lenient reader makes it
+# "caf\ufffd".
+LATIN1_WORD = "caf\u00e9"
 # What an endpoint's list may hold besides its objects, one after each object `junk_items` hits.
 JUNK: tuple[object, ...] = (None, "not_an_object", 42, {"note": "an object without its id"})
 

@@ -277,6 +277,14 @@ class ScaleSimulator:
         """
         return self.faults.strikes_item("lone_surrogate", task_id)
 
+    def latin1_hit(self, task_id: str) -> bool:
+        """Whether the task with this id is served with a Latin-1 word in its first message.
+
+        True when `faults.latin1_text` hits it (given the current seed and share), on the
+        paths the faults apply to; a task without messages is left as it is.
+        """
+        return self.faults.strikes_item("latin1_text", task_id)
+
     def now(self) -> datetime:
         """The server's time: this machine's, moved by `faults.clock_skew`."""
         return datetime.now(timezone.utc) + timedelta(seconds=self.faults.clock_skew)
