@@ -27,6 +27,12 @@ _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^\s/@'\"<>]+@
 
 _secrets: tuple[str, ...] = ()
 _secret_bytes: tuple[tuple[bytes, bytes], ...] = ()
+#: Every character of a registered secret: what a JSON escape could spell one with.
+_secret_characters: frozenset[str] = frozenset()
+# A JSON escape that stands for one character (`\u0041`, `\/`), as raw JSON may hold them.
+_ESCAPE = re.compile(rb"\\u([0-9a-fA-F]{4})|\\/")
+# UTF-16 surrogates: an escape of one is half of a character, which a secret's could be.
+_SURROGATES = range(0xD800, 0xE000)
 _lock = threading.Lock()
 
 
@@ -48,9 +54,32 @@ def redact_bytes(data: bytes | bytearray) -> bytes | bytearray:
     return data
 
 
+def may_hide_secrets(json_text: bytes) -> bool:
+    r"""Whether raw JSON may spell a registered secret in escapes, which `redact_bytes` cannot see.
+
+    JSON text copied out as it came (`tap_scale.task_pages`) is redacted as bytes, so a key
+    written `\u006c\u0069...` would pass and be read whole by the target. Text for which this
+    is True must be parsed and written anew, which writes every character plainly.
+    """
+    characters = _secret_characters
+    if not characters or (b"\\u" not in json_text and b"\\/" not in json_text):
+        return False
+    for escape in _ESCAPE.finditer(json_text):
+        code = escape[1]
+        if code is None:
+            if "/" in characters:
+                return True
+            continue
+        unit = int(code, 16)
+        # Half of a pair: the character it is part of might be one of a secret's.
+        if unit in _SURROGATES or chr(unit) in characters:
+            return True
+    return False
+
+
 def register(values: Iterable[str]) -> None:
     """Mask these values, and the Basic credentials and URL-encoded forms they travel in."""
-    global _secrets, _secret_bytes  # noqa: PLW0603 - one registry for the whole process
+    global _secrets, _secret_bytes, _secret_characters  # noqa: PLW0603 - one registry per process
     forms = set(_secrets)
     for value in values:
         if len(value) < MIN_SECRET_LENGTH:
@@ -66,6 +95,7 @@ def register(values: Iterable[str]) -> None:
             (secret.replace("\\", "\\\\").replace('"', '\\"').encode(), MASK.encode())
             for secret in _secrets
         )
+        _secret_characters = frozenset("".join(_secrets))
 
 
 def register_settings(config: Mapping[str, t.Any], schema: Mapping[str, t.Any]) -> None:

@@ -23,6 +23,7 @@ import typing as t
 import msgspec
 
 from tap_scale.models import TASK_FIELDS
+from tap_scale.redaction import may_hide_secrets
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
@@ -67,13 +68,16 @@ def decode(content: bytes) -> Json | None:
     """A page's body with each task's turns unparsed; None if it must be parsed the usual way.
 
     That is, unless it is strict JSON, UTF-8 throughout (raw values are copied out unchecked,
-    and skipping a value checks its escapes but not its bytes), whose `tasks` are objects.
+    and skipping a value checks its escapes but not its bytes), whose `tasks` are objects, and
+    holds no escape that could spell a secret past the writer's redaction.
     """
     if not content.isascii():
         try:
             content.decode()
         except UnicodeDecodeError:
             return None
+    if may_hide_secrets(content):
+        return None
     try:
         try:
             known = _known_page(content)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import typing as t
 
-from tap_scale.testing.reshape import LATIN1_WORD
+from tap_scale.testing.reshape import LATIN1_WORD, PASTED
 from tests.tap_run import by_id, discover, run_tap, select
 from tests.test_resilience import keyed
 
@@ -106,3 +106,20 @@ def test_flattened_and_mapped_tasks_see_their_turns_as_objects(
         for written in (record["threads_json"], record.get("threads") or "null"):
             parsed = json.loads(written) or []
             assert [thread["turns"] for thread in parsed] == [t["turns"] for t in threads]
+
+
+def test_a_key_pasted_into_a_turn_in_escapes_is_masked_like_any_other(
+    simulator: ScaleSimulator, config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    # Raw JSON is masked as bytes; a key spelled in `\u` escapes would pass as bytes and be
+    # read whole by the target, so such a page is parsed and written anew.
+    config = tasks_config(config)
+    catalog = select(discover(tmp_path, config), "tasks")
+    simulator.faults.pasted_key = 0.3
+    run = run_tap(tmp_path, config, catalog=catalog)
+
+    texts = [first_text(record) for record in run.records()]
+    pasted = [text for text in texts if text and text.endswith(f"{PASTED} [REDACTED]")]
+    assert pasted
+    assert simulator.api_key not in json.dumps(run.messages)
+    assert simulator.api_key not in run.stderr

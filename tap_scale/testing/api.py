@@ -77,18 +77,22 @@ def error_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] 
     return json_reply(status, {"status_code": status, "error": message}, headers)
 
 
-def authorized(header: str | None, api_key: str) -> bool:
-    """Whether an Authorization header carries the key: as a Bearer token or a Basic user name."""
+def presented_key(header: str | None) -> str | None:
+    """The key an Authorization header carries: a Bearer token or a Basic user name."""
     scheme, _, credentials = (header or "").strip().partition(" ")
     credentials = credentials.strip()
     if scheme.lower() == "basic":
         try:
-            credentials = base64.b64decode(credentials, validate=True).decode().partition(":")[0]
+            return base64.b64decode(credentials, validate=True).decode().partition(":")[0]
         except (binascii.Error, UnicodeDecodeError):
-            return False
-    elif scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(credentials.encode(), api_key.encode())
+            return None
+    return credentials if scheme.lower() == "bearer" else None
+
+
+def authorized(header: str | None, api_key: str) -> bool:
+    """Whether an Authorization header carries the key: as a Bearer token or a Basic user name."""
+    key = presented_key(header)
+    return key is not None and hmac.compare_digest(key.encode(), api_key.encode())
 
 
 def redact(text: str, api_key: str) -> str:

@@ -57,6 +57,7 @@ _ITEM_SHARES = (
     "new_fields",
     "lone_surrogate",
     "latin1_text",
+    "pasted_key",
     "junk_items",
 )
 _OFFSET = re.compile(r"[+-](?:[01]\d|2[0-3]):[0-5]\d")
@@ -83,7 +84,7 @@ class Strike(t.NamedTuple):
 
 @dataclass
 class Faults:
-    """Faults the simulator injects; all off by default. Change them at any time.
+    r"""Faults the simulator injects; all off by default. Change them at any time.
 
     Attributes:
         rate_limit: Share of requests answered 429, with Scale's body
@@ -146,11 +147,14 @@ class Faults:
             strict ones such as msgspec, the same way on every try. `ScaleSimulator.surrogated`
             tells which tasks are hit.
         latin1_text: Share of tasks (per id, on the paths `type_drift` acts on) whose first
-            message's text ends in a word written in Latin-1, not UTF-8 (`café`, its é the one byte
-            0xE9), as a
-            system upstream that mixed up encodings leaves it, deep inside the task's turns:
-            no JSON reader takes the body strictly, the same way on every try.
+            message's text ends in a word written in Latin-1, not UTF-8 (`café`, its é the one
+            byte 0xE9), as a system upstream that mixed up encodings leaves it, deep inside the
+            task's turns: no JSON reader takes the body strictly, the same way on every try.
             `ScaleSimulator.latin1_hit` tells which tasks are hit.
+        pasted_key: Share of tasks (per id, on the paths `type_drift` acts on) whose first
+            message's text ends in the API key the request was made with, every character of
+            it written as a JSON escape (`m` as `\u006d`): a rater who pasted the key, and a
+            serializer that escapes more than it must. The same text to any JSON reader.
         junk_items: Share of objects (per id, in every list of tasks, deliveries, projects,
             batches or datasets, on every path) followed in their list by an item that is not
             one: `null`, a string, a number or an object without its id. The real objects are
@@ -179,10 +183,9 @@ class Faults:
     struck: `refuse_with` or one of the refusals (`dropped_connection`, `rate_limit`,
     `server_error`), which end the request; then `ignore_time_filters`, which changes the
     query; then, on a 200, `empty_page`, `repeated_token`, `missing_fields`, `type_drift`,
-    `timestamp_offset`, `lone_surrogate`, `latin1_text`, `junk_items` and `byte_order_mark`,
-    which reshape
-    the body; then `truncated_body`, `invalid_json` or `trickle`, which spoil its delivery.
-    Last, `echo_credentials` rewrites any error response.
+    `timestamp_offset`, `lone_surrogate`, `latin1_text`, `pasted_key`, `junk_items` and
+    `byte_order_mark`, which reshape the body; then `truncated_body`, `invalid_json` or
+    `trickle`, which spoil its delivery. Last, `echo_credentials` rewrites any error response.
     """
 
     rate_limit: float = 0.0
@@ -206,6 +209,7 @@ class Faults:
     clock_skew: float = 0.0
     lone_surrogate: float = 0.0
     latin1_text: float = 0.0
+    pasted_key: float = 0.0
     junk_items: float = 0.0
     trickle: float = 0.0
     trickle_pause: float = 0.05

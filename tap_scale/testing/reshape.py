@@ -4,8 +4,9 @@
 lists; `missing_fields` leaves optional fields out; `new_fields` adds a top-level field no model
 lists to the objects of every endpoint; `timestamp_offset` writes timestamps at another UTC
 offset; `lone_surrogate` puts half an emoji in a task's metadata; `latin1_text` a word written in
-Latin-1 in a task's first message; `junk_items` puts items that are not objects in an endpoint's
-lists. All act on a body the API rendered truthfully, so
+Latin-1 in a task's first message, `pasted_key` the request's API key there, written in escapes;
+`junk_items` puts items that are not objects in an endpoint's lists. All act on a body the API
+rendered truthfully, so
 `ScaleSimulator.tasks()` and its siblings stay the truth a client should recover. Which objects
 are hit is `Faults.strikes_item`: fixed per id, so a task that drifts in one response drifts in
 every response, as it would if its data came from a newer model.
@@ -63,10 +64,13 @@ def object_id(item: JsonObject) -> str:
     return str(item.get("task_id") or item.get("id"))
 
 
-def reshaped(faults: Faults, path: str, reply: Reply) -> tuple[Reply, list[str]]:
+def reshaped(
+    faults: Faults, path: str, reply: Reply, api_key: str | None = None
+) -> tuple[Reply, list[str]]:
     """The reply with the content faults applied, and the names of those that hit something.
 
     The body is parsed only when a content fault is on and the path holds what it changes.
+    `api_key` is the key the request was made with, for `pasted_key`.
     """
     shares = (
         faults.type_drift,
@@ -74,6 +78,7 @@ def reshaped(faults: Faults, path: str, reply: Reply) -> tuple[Reply, list[str]]
         faults.new_fields,
         faults.lone_surrogate,
         faults.latin1_text,
+        faults.pasted_key,
     )
     if max(shares) <= 0 and faults.timestamp_offset is None and faults.junk_items <= 0:
         return reply, []
@@ -82,7 +87,7 @@ def reshaped(faults: Faults, path: str, reply: Reply) -> tuple[Reply, list[str]]
     body = json.loads(reply.body)
     struck: set[str] = {"new_fields"} if _grow(faults, path, body) else set()
     for task in _tasks(path, body):
-        reshape_task(faults, task, struck)
+        reshape_task(faults, task, struck, api_key)
     for delivery in _deliveries(path, body):
         if faults.strikes_item("type_drift", delivery["id"]):
             delivery["task_count"] = str(delivery["task_count"])
@@ -98,15 +103,26 @@ def reshaped(faults: Faults, path: str, reply: Reply) -> tuple[Reply, list[str]]
     ascii_only = "lone_surrogate" in struck
     text = json.dumps(body, separators=(",", ":"), ensure_ascii=ascii_only)
     names = [name for name in _ORDER if name in struck]
-    encoded = text.encode()
+    encoded = _written(text.encode(), struck, api_key, ascii_only=ascii_only)
+    return Reply(reply.status, encoded, reply.content_type, reply.headers), names
+
+
+def _written(encoded: bytes, struck: set[str], api_key: str | None, *, ascii_only: bool) -> bytes:
+    """The faults that change how a rendered body's text is written, not what it says."""
     if "latin1_text" in struck:
         # The word as written in the JSON text (escaped where the body is ASCII only).
         written = json.dumps(LATIN1_WORD, ensure_ascii=ascii_only)[1:-1].encode()
         encoded = encoded.replace(written, LATIN1_WORD.encode("latin-1"))
-    return Reply(reply.status, encoded, reply.content_type, reply.headers), names
+    if "pasted_key" in struck and api_key:
+        written = json.dumps(f"{PASTED} {api_key}", ensure_ascii=ascii_only)[1:-1].encode()
+        escaped = "".join(f"\\u{ord(character):04x}" for character in api_key)
+        encoded = encoded.replace(written, f"{PASTED} {escaped}".encode())
+    return encoded
 
 
-def reshape_task(faults: Faults, task: JsonObject, struck: set[str]) -> None:
+def reshape_task(
+    faults: Faults, task: JsonObject, struck: set[str], api_key: str | None = None
+) -> None:
     """Apply the content faults that hit a rendered task, in place; add their names to `struck`.
 
     Fields go first, so that drift only retypes what is still there, and the surrogate before
@@ -122,6 +138,13 @@ def reshape_task(faults: Faults, task: JsonObject, struck: set[str]) -> None:
     if faults.strikes_item("latin1_text", task["task_id"]) and (content := _first_content(task)):
         content["text"] = f"{content.get('text') or ''} {LATIN1_WORD}"
         struck.add("latin1_text")
+    if (
+        api_key
+        and faults.strikes_item("pasted_key", task["task_id"])
+        and (content := _first_content(task))
+    ):
+        content["text"] = f"{content.get('text') or ''} {PASTED} {api_key}"
+        struck.add("pasted_key")
     if faults.strikes_item("type_drift", task["task_id"]):
         drift_task(task)
         struck.add("type_drift")
@@ -145,6 +168,7 @@ _ORDER = (
     "missing_fields",
     "lone_surrogate",
     "latin1_text",
+    "pasted_key",
     "type_drift",
     "timestamp_offset",
     "junk_items",
@@ -154,6 +178,8 @@ CUT_EMOJI = {"note": "cut \ud83d"}
 # Written in Latin-1 where UTF-8 is due (one byte, 0xe9, for the é): a lenient reader makes it
 # "caf\ufffd".
 LATIN1_WORD = "caf\u00e9"
+# What precedes the key `pasted_key` writes into a message.
+PASTED = "my key is"
 # What an endpoint's list may hold besides its objects, one after each object `junk_items` hits.
 JUNK: tuple[object, ...] = (None, "not_an_object", 42, {"note": "an object without its id"})
 

@@ -16,6 +16,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from tap_scale.testing.api import presented_key
 from tap_scale.testing.faults import (
     TIME_FILTERS,
     echoing,
@@ -105,7 +106,7 @@ def _respond(
         if repeated is not None:
             reply = repeated
             struck.append("repeated_token")
-    reply, reshaping = reshaped(faults, path, reply)
+    reply, reshaping = reshaped(faults, path, reply, presented_key(authorization))
     if faults.byte_order_mark:
         reply = replace(reply, body=codecs.BOM_UTF8 + reply.body)
         reshaping.append("byte_order_mark")
