@@ -113,7 +113,10 @@ class Region:
         # Unbounded below (a first sync without start_date): the spread starts at the sample's
         # first task, and the first window asks for everything before its end.
         low = window.start if window.start is not None else (inside[0] if inside else self.end)
-        self.spread = Spread(low, self.end, inside)
+        # A window's first page (not the whole range's) samples it unevenly: Scale lists tasks
+        # by something else than time, and at 1 s per request the stretch after such a sample's
+        # last task held 4 pages where a few tasks were expected, read after all the others.
+        self.spread = Spread(low, self.end, inside, beyond=not window.whole)
         self.frontier = 0.0  # share of the region cut so far
         self.cut_to: datetime | None = window.start  # where the next window starts
         self._first_share = first_share
@@ -124,6 +127,8 @@ class Region:
         self._counted_share = 0.0
         self._tail_share: float | None = None
         self._cuts = 0
+        #: Cut from the partition's whole range (not from a window found dense).
+        self.whole = False
 
     @property
     def exhausted(self) -> bool:
@@ -189,15 +194,22 @@ class Spread:
     where a sample drawn from all of the region's tasks says nearly all of them are. So the
     estimate is right for evenly spread tasks, close for bursty ones, and a long empty stretch
     before or after the tasks (a first sync bounded by today) costs only a window or two.
+
+    A sample that may stop short of the tasks (`beyond`) has its even half reach as far again
+    past its last moment as it spans.
     """
 
-    def __init__(self, low: datetime, high: datetime, sample: Sequence[datetime]) -> None:
+    def __init__(
+        self, low: datetime, high: datetime, sample: Sequence[datetime], *, beyond: bool = False
+    ) -> None:
         """The spread over [low, high] of a region holding `sample` (sorted)."""
         self._low = _seconds(low)
         self._high = max(_seconds(high), self._low + 1e-3)
         inside = [min(max(_seconds(m), self._low), self._high) for m in sample]
         self._points = [self._low, *inside, self._high]
         self._first, self._last = (inside[0], inside[-1]) if inside else (self._low, self._high)
+        if beyond and inside:
+            self._last = min(self._high, self._last + (self._last - self._first))
 
     def share(self, moment: datetime) -> float:
         """The estimated share of the tasks completed by `moment`."""
@@ -278,8 +290,13 @@ class PartitionPlan:
         # A region's last window runs to its end, past the last task its sample or count
         # shows: where the estimate has least to go by. Measured, it held 7 pages where 1 or 2
         # were expected, read one after the other while the other workers idled.
+        # Once: the last window of a region cut from a window (a dense one, or such a last
+        # one) is found dense, if it is, by the rule above.
         last = (
-            self._workers > 1 and window.region is not None and window.before == window.region.end
+            self._workers > 1
+            and window.region is not None
+            and window.region.whole
+            and window.before == window.region.end
         )
         if not (window.whole or dense or last or (idle > 0 and costly)):
             return False
@@ -301,6 +318,7 @@ class PartitionPlan:
             workers=self._workers,
             page_size=self._page_size,
         )
+        region.whole = window.whole
         self._pieces[self._pieces.index(window)] = region
         return True
 
