@@ -318,7 +318,13 @@ class ScaleStream(RESTStream[str | None]):
         if context is not None and (signpost := self.get_replication_key_signpost(context)):
             self.get_context_state(context)[SIGNPOST_MARKER] = signpost
 
-    def lower_bound(self, context: Context, lookback: timedelta = timedelta(0)) -> datetime | None:
+    def lower_bound(
+        self,
+        context: Context,
+        lookback: timedelta = timedelta(0),
+        *,
+        now: datetime | None = None,
+    ) -> datetime | None:
         """Where a partition's incremental read starts, for Scale's strict ``*_after`` filters.
 
         The partition's bookmark less ``lookback``, or ``start_date`` if that is later, or None
@@ -326,9 +332,23 @@ class ScaleStream(RESTStream[str | None]):
         exactly at the bound are read too. A bookmark later than Scale's current time cannot
         be right (an older tap-scale could store one): it is ignored, with a warning, so the
         partition is read again rather than never.
+
+        With ``now``, the bound as it would be at that time, asked before Scale's clock is
+        known (`tap_scale.first_pages`): nothing is logged, and the state is only read.
         """
+        if now is None:
+            state = self.get_context_state(context)
+        else:
+            state = next(
+                (
+                    partition
+                    for partition in self.stream_state.get("partitions") or ()
+                    if partition.get("context") == context
+                ),
+                {},
+            )
         bounds = []
-        if bookmark := self.get_context_state(context).get("replication_key_value"):
+        if bookmark := state.get("replication_key_value"):
             try:
                 moment = parse_timestamp(str(bookmark))
             except ValueError:
@@ -338,7 +358,9 @@ class ScaleStream(RESTStream[str | None]):
                     "in the state (`meltano state get` / `meltano state set`)."
                 )
                 raise ScaleAPIError(msg) from None
-            if moment > self.sync_started_at:
+            if now is not None and moment > now:
+                pass  # ignored, as below, but not told: the sync itself will tell it
+            elif now is None and moment > self.sync_started_at:
                 self.logger.warning(
                     "The state's bookmark %s for stream %s and partition %s lies after Scale's "
                     "current time (%s), which no record can: it is ignored, and the partition "

@@ -258,6 +258,9 @@ class TapScale(CheckedTap):
             if stream.selected or stream.has_selected_descendents
         }
         delivered = {"deliveries", "delivery_tasks", "task_responses", "response_schemas"}
+        if "tasks" in selected:
+            # In flight while the lookups below are (`tap_scale.first_pages`).
+            t.cast("streams.TasksStream", self.streams["tasks"]).ask_first_pages()
         if selected & {"projects", "batches", "tasks", *delivered}:
             _ = selection.projects
         if "tasks" in selected:

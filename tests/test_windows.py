@@ -44,9 +44,15 @@ def windowed_config(
 
 
 def chains(simulator: ScaleSimulator) -> list[tuple[str | None, str | None]]:
-    """The windows the tap asked for: each chain's (completed_after, completed_before)."""
+    """The windows the tap asked for: each chain's (completed_after, completed_before).
+
+    The first page, asked for beside the lookup (`tap_scale.first_pages`), has no upper bound.
+    """
     return [
-        (r["params"].get("completed_after", [None])[0], r["params"]["completed_before"][0])
+        (
+            r["params"].get("completed_after", [None])[0],
+            r["params"].get("completed_before", [None])[0],
+        )
         for r in simulator.requests
         if r["path"] == "/v2/tasks" and "next_token" not in r["params"]
     ]

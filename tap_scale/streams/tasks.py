@@ -5,14 +5,15 @@ from __future__ import annotations
 import contextlib
 import sys
 import typing as t
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
 from tap_scale import task_pages
-from tap_scale.client import ScaleStream
+from tap_scale.client import ScaleAPIError, ScaleStream
+from tap_scale.first_pages import FirstPages
 from tap_scale.models import TASK, format_timestamp, parse_timestamp, utc_timestamp
 from tap_scale.prefetch import PartitionPrefetcher, interleave
 from tap_scale.selection import Source
@@ -25,7 +26,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
     from singer_sdk.helpers.types import Context
 
@@ -147,6 +148,44 @@ class TasksStream(TaskRecordsStream):
     # The partitions' readers while an interleaved sync runs, and whether it writes messages.
     _prefetcher: PartitionPrefetcher | None = None
     _writing = True
+    # First pages asked for beside the scope's lookup, for the next interleaved sync.
+    _first_pages: FirstPages | None = None
+
+    def ask_first_pages(self) -> None:
+        """Ask, now, for the first page of each configured project's completed tasks.
+
+        Called as the sync's scope is about to be looked up, so that the two round trips are
+        one (`tap_scale.first_pages`). Only where the settings alone name the partitions
+        (`project_ids`, no names, no batches) and the sync reads them interleaved.
+        """
+        config = self.config
+        statuses = config.get("task_statuses") or [INCREMENTAL_STATUS]
+        named = [config.get(name) for name in ("project_names", "batch_ids", "batch_names")]
+        read = self.selected or self.has_selected_descendents
+        if (
+            any(named)
+            or not read
+            or INCREMENTAL_STATUS not in statuses
+            or self.ABORT_AT_RECORD_COUNT is not None
+            or self.replication_method != REPLICATION_INCREMENTAL
+        ):
+            return
+        now = datetime.now(timezone.utc)
+        projects = list(dict.fromkeys(config.get("project_ids") or []))
+        contexts = [{"project": project, "status": INCREMENTAL_STATUS} for project in projects]
+        workers = config.get("max_concurrency", DEFAULT_MAX_CONCURRENCY)
+        try:
+            asks = [(context, self._completed_after(context, now=now)) for context in contexts]
+        except ScaleAPIError:
+            return  # a bookmark that cannot be read: the sync itself says so
+        self._first_pages = FirstPages(asks[:workers], self._unbounded_first_page, partition_key)
+
+    def _unbounded_first_page(
+        self, context: Context, after: datetime | None
+    ) -> Iterable[tuple[list[dict[str, t.Any]], bool]]:
+        bounds = {"completed_after": None if after is None else format_timestamp(after)}
+        # No upper bound yet: Scale's clock is not known (the sync filters the page by it).
+        return self.pages({**context, **bounds, "completed_before": None})
 
     @override
     @property
@@ -208,7 +247,35 @@ class TasksStream(TaskRecordsStream):
             )
             if moment is not None
         }
+        first = None
+        if window.whole and self._first_pages is not None:
+            first = self._first_pages.take(context, window.after)
+        if first is not None:
+            return self._from_first_page(first, {**context, **bounds}, window.before)
         return self.pages({**context, **bounds})
+
+    def _from_first_page(
+        self,
+        first: tuple[list[dict[str, t.Any]], bool],
+        query: Context,
+        before: datetime | None,
+    ) -> Iterator[tuple[list[dict[str, t.Any]], bool]]:
+        """A whole-range window read from the first page asked for beside the lookup.
+
+        Its tasks completed at or after the bound are the next sync's, as a bounded request
+        would have left them out. Where more pages follow, the window (unless cut up after this
+        page) is read again bounded from its start: the page's token is for the unbounded query.
+        """
+        records, more = first
+        if before is not None:
+            records = [
+                record
+                for record in records
+                if (moment := _completed_at(record)) is None or moment < before
+            ]
+        yield records, more
+        if more:
+            yield from self.pages(query)
 
     def _advance_bookmark(self, context: Context, watermark: datetime) -> None:
         """Every task of the partition completed before ``watermark`` is emitted: keep it.
@@ -224,9 +291,9 @@ class TasksStream(TaskRecordsStream):
             self.state_manager.is_flushed = False
             self._write_state_message()
 
-    def _completed_after(self, context: Context) -> datetime | None:
+    def _completed_after(self, context: Context, now: datetime | None = None) -> datetime | None:
         lookback = timedelta(minutes=self.config.get("lookback_minutes", 0))
-        return self.lower_bound(context, lookback)
+        return self.lower_bound(context, lookback, now=now)
 
     @override
     def _sync_records(
@@ -269,6 +336,7 @@ class TasksStream(TaskRecordsStream):
         finally:
             # Readers stop first, then the syncs of partitions left unfinished by an error.
             self._prefetcher.abandon()
+            self._first_pages = None
             for sync in syncs.values():
                 sync.close()
             # Whatever reads this stream's partitions next (another sync, a library call)
@@ -313,7 +381,7 @@ class TasksStream(TaskRecordsStream):
         if "completed_before" in context:
             # A window of the partition (`_window_pages`), bounded as it says.
             bounds = ("completed_after", "completed_before")
-            params.update({name: context[name] for name in bounds if name in context})
+            params.update({name: context[name] for name in bounds if context.get(name) is not None})
         elif context["status"] == INCREMENTAL_STATUS:
             key = partition_key(context)
             after = (
