@@ -97,7 +97,7 @@ def test_readers_wait_for_room_holding_scales_bytes_not_the_parsed_page(
 
     # The sync took a page and stalled on its first record; the queue is full (a page per
     # reader). Every reader has fetched one more page and waits for room with it as Scale sent
-    # it: unparsed, a quarter of the memory. (Parsed, it would be 0 here.)
+    # it: unparsed. (Parsed, it would be 0 here.)
     assert served - parsed == workers, (served, parsed)
     # Released, the sync goes on to the end: nothing was lost to the waiting.
     assert not sync.is_alive()
