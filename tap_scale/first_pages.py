@@ -67,8 +67,9 @@ class FirstPages:
         first_page: Callable[[t.Any, datetime | None], Iterable[Page]],
         context: t.Any,  # noqa: ANN401 - the SDK's contexts
     ) -> None:
-        pages = iter(first_page(context, asked.after))
+        pages: Iterable[Page] = ()
         try:
+            pages = iter(first_page(context, asked.after))
             asked.page = next(pages, None)
         except Exception:  # noqa: BLE001 - the window asks again itself, and says what is wrong
             asked.page = None

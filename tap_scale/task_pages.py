@@ -19,6 +19,7 @@ its objects. A page this cannot read, for whatever reason, is parsed whole the u
 from __future__ import annotations
 
 import codecs
+import json
 import typing as t
 
 import msgspec
@@ -147,9 +148,21 @@ def materialised(task: Json) -> Json:
     ):
         return task
     parsed = [
-        {**thread, RAW_FIELD: _parse(thread[RAW_FIELD])}
+        {**thread, RAW_FIELD: _parse_turns(thread[RAW_FIELD])}
         if isinstance(thread, dict) and isinstance(thread.get(RAW_FIELD), msgspec.Raw)
         else thread
         for thread in threads
     ]
     return {**task, "threads": parsed}
+
+
+def _parse_turns(turns: msgspec.Raw) -> t.Any:  # noqa: ANN401 - whatever Scale sent
+    """Turns as objects, whatever the range of their numbers.
+
+    Skipping them checked all but a number's range (`1e309`, 2**64 and more), which msgspec
+    refuses: Python's reader takes those, as a lenient page read does.
+    """
+    try:
+        return _parse(turns)
+    except msgspec.ValidationError:
+        return json.loads(bytes(turns))

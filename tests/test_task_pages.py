@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import typing as t
 
+from tap_scale import task_pages
 from tap_scale.testing.reshape import LATIN1_WORD, PASTED
 from tests.tap_run import by_id, discover, run_tap, select
 from tests.test_resilience import keyed
@@ -123,3 +124,18 @@ def test_a_key_pasted_into_a_turn_in_escapes_is_masked_like_any_other(
     assert pasted
     assert simulator.api_key not in json.dumps(run.messages)
     assert simulator.api_key not in run.stderr
+
+
+def test_a_number_out_of_range_in_a_turn_is_read_as_pythons_reader_reads_it() -> None:
+    # Skipping a value checks all but a number's range, which msgspec refuses when the row
+    # streams parse the turns: Python's reader takes it, as a lenient page read does.
+    for number, value in (
+        (b"1e309", float("inf")),
+        (b"123456789012345678901234", 123456789012345678901234),
+    ):
+        turns = b'[{"messages":[{"content":{"score":' + number + b"}}]}]"
+        page = b'{"tasks":[{"task_id":"t","threads":[{"id":"a","turns":' + turns + b"}]}]}"
+        body = task_pages.decode(page)
+        assert body is not None
+        task = task_pages.materialised(body["tasks"][0])
+        assert task["threads"][0]["turns"][0]["messages"][0]["content"]["score"] == value
