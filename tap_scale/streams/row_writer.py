@@ -23,6 +23,8 @@ from tap_scale.row_messages import HOLDS, RowMessages
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from singer_sdk import Stream
+
     from tap_scale.progress import SyncProgress
     from tap_scale.row_messages import Counts, Holds
     from tap_scale.streams.task_rows import TaskRowsStream
@@ -34,6 +36,14 @@ if t.TYPE_CHECKING:
 PRIVATE_SDK_METHODS = ("_write_schema_message", "_write_record_message")
 
 
+def unmapped(stream: Stream) -> bool:
+    """Whether the stream's records are written as they are: no stream map, no flattening."""
+    maps = stream.stream_maps
+    return (
+        len(maps) == 1 and type(maps[0]) is SameRecordTransform and not maps[0].flattening_enabled
+    )
+
+
 class RowOutput:
     """One selected stream's rows, as Singer RECORD messages."""
 
@@ -43,17 +53,11 @@ class RowOutput:
         self._progress = progress
         # What a stream map sees: every column, null where the row leaves it out.
         self._columns = dict.fromkeys(stream.schema["properties"])
-        maps = stream.stream_maps
         # Encoded by `RowMessages` when the SDK would write each row unchanged; otherwise by
         # the SDK itself.
-        self.direct = (
-            len(maps) == 1
-            and type(maps[0]) is SameRecordTransform
-            and not maps[0].flattening_enabled
-            and all(stream.mask.values())
-        )
+        self.direct = unmapped(stream) and all(stream.mask.values())
         #: The stream name its records are written under.
-        self.alias = maps[0].stream_alias
+        self.alias = stream.stream_maps[0].stream_alias
         stream._write_schema_message()  # noqa: SLF001 - see the module's docstring
 
     def add(self, rows: Sequence[task_rows.Row]) -> None:

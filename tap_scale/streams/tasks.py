@@ -8,7 +8,6 @@ import typing as t
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 
-from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
 
 from tap_scale import task_pages
@@ -17,7 +16,7 @@ from tap_scale.first_pages import FirstPages
 from tap_scale.models import TASK, format_timestamp, parse_timestamp, utc_timestamp
 from tap_scale.prefetch import PartitionPrefetcher, interleave
 from tap_scale.selection import Source
-from tap_scale.streams.row_writer import TaskRowsWriter
+from tap_scale.streams.row_writer import TaskRowsWriter, unmapped
 from tap_scale.windows import MILLISECOND, PartitionPlan, Window
 
 if sys.version_info >= (3, 12):
@@ -62,13 +61,7 @@ class TaskRecordsStream(ScaleStream):
         Then their turns may stay the JSON Scale sent (`tap_scale.task_pages`). A stream map,
         flattening or BATCH files (written with the standard library's `json`) need objects.
         """
-        maps = self.stream_maps
-        return (
-            len(maps) == 1
-            and type(maps[0]) is SameRecordTransform
-            and not maps[0].flattening_enabled
-            and not self.get_batch_config(self.config)
-        )
+        return unmapped(self) and not self.get_batch_config(self.config)
 
     @override
     def fast_page_body(self, content: bytes) -> dict[str, t.Any] | None:
