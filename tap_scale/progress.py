@@ -94,6 +94,8 @@ class SyncProgress:
         self._announced: dict[tuple[str, str], SizedPartition] = {}
         self._ended: set[str] = set()
         self._lock = threading.Lock()
+        #: Runs just before the summary: what must be counted by then (`tap_scale.row_process`).
+        self.before_summary: Callable[[], None] | None = None
         self.requests = 0
         self.retries = 0
         # Where records last flowed: the stream and partition a failure most likely concerns.
@@ -183,6 +185,8 @@ class SyncProgress:
         self._ended.add(stream)
         if len(self._ended) == streams:
             self._ended.clear()  # a tap object may sync again (library use): one summary each
+            if self.before_summary is not None:
+                self.before_summary()
             self._logger.info("%s", self.summary())
 
     def summary(self) -> str:

@@ -81,7 +81,6 @@ def may_hide_secrets(json_text: bytes) -> bool:
 
 def register(values: Iterable[str]) -> None:
     """Mask these values, and the Basic credentials and URL-encoded forms they travel in."""
-    global _secrets, _secret_bytes, _secret_characters  # noqa: PLW0603 - one registry per process
     forms = set(_secrets)
     for value in values:
         if len(value) < MIN_SECRET_LENGTH:
@@ -89,9 +88,20 @@ def register(values: Iterable[str]) -> None:
         forms.add(value)
         # Basic auth carries `user:` in base64: what an error page quoting headers would show.
         forms.add(base64.b64encode(f"{value}:".encode()).decode().rstrip("="))
+    adopt(forms)
+
+
+def registered() -> tuple[str, ...]:
+    """Every form of every secret registered, for another process to `adopt`."""
+    return _secrets
+
+
+def adopt(forms: Iterable[str]) -> None:
+    """Mask exactly these forms of secrets, as `registered` gave them (the row process)."""
+    global _secrets, _secret_bytes, _secret_characters  # noqa: PLW0603 - one registry per process
     with _lock:
         # Longest first, so that a secret containing another is masked whole.
-        _secrets = tuple(sorted(forms, key=len, reverse=True))
+        _secrets = tuple(sorted(set(forms), key=len, reverse=True))
         # As JSON writes them (msgspec: UTF-8, with quotes and backslashes escaped).
         _secret_bytes = tuple(
             (secret.replace("\\", "\\\\").replace('"', '\\"').encode(), MASK.encode())

@@ -35,10 +35,11 @@ from singer_sdk.exceptions import (
     StreamMapConfigError,
 )
 
+from tap_scale import row_process
 from tap_scale.answers import network_failure, repair_strings
 from tap_scale.cli import STOP_SIGNALS, interrupted_before_sync
 from tap_scale.progress import whereabouts
-from tap_scale.redaction import redact_bytes
+from tap_scale.redaction import redact_bytes, registered
 from tap_scale.transport import RequestDeadlineExceeded
 
 if sys.version_info >= (3, 12):
@@ -47,13 +48,16 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from types import FrameType
 
     from singer_sdk import Tap
     from singer_sdk.singerlib import Message
 
 EXIT_ERROR = 1
+
+#: Hears how many records of a stream another process wrote (`SyncProgress.derived`).
+Derived = t.Callable[[str, int], None]
 
 
 class Interrupted(BaseException):
@@ -100,6 +104,7 @@ class ScaleMessageWriter(MsgSpecWriter):
         self.pending_stop: Callable[[], None] | None = None
         #: True once a message has been written: from then on, a stop writes the state first.
         self.started = False
+        self._rows: row_process.RowProcess | None = None
 
     @override
     def serialize_message(self, message: Message) -> bytearray:
@@ -125,13 +130,41 @@ class ScaleMessageWriter(MsgSpecWriter):
     def write_serialized(self, data: bytes | bytearray) -> None:
         """Write messages already serialized as JSON lines (the task rows, a task at once)."""
         data = redact_bytes(data)
-        stdout = sys.stdout
+        self._write(lambda: self._output(data))
+
+    def derive_rows(self, aliases: Mapping[str, str], derived: Derived) -> HandOver | None:
+        """Hand tasks' rows to a process of their own (`tap_scale.row_process`), if it can help.
+
+        ``aliases`` are the stream names one task stream's rows go under; ``derived(stream,
+        count)`` hears what was written. Returns what hands it a task, or None: then the caller
+        derives the rows itself.
+        """
+        if self._rows is None or self._rows.finished:
+            if not row_process.available():
+                return None
+            logger = logging.getLogger("tap-scale")
+            try:
+                self._rows = row_process.RowProcess(registered(), derived)
+            except OSError as error:  # no Python to start (a frozen or embedded one)
+                logger.debug("The RLHF rows are derived in the tap's own process: %s", error)
+                return None
+            logger.info(
+                "The RLHF rows are derived in a second process (pid %d), on another core; it "
+                "writes every message of this sync.",
+                self._rows.pid,
+            )
+        return HandOver(self._write, self._rows, self._rows.streams(aliases))
+
+    def drain_rows(self) -> None:
+        """Wait until the row process has written everything handed over, rows counted."""
+        if self._rows is not None and not self._rows.finished:
+            self._write(self._rows.drain)
+
+    def _write(self, write: Callable[[], None]) -> None:
+        """Write, holding any stop until the write is whole; a failing output stops the run."""
         self.busy = self.started = True
         try:
-            if stdout is None:  # Python's stdout when file descriptor 1 was closed
-                raise OutputFailed(None)
-            stdout.buffer.write(data)
-            stdout.flush()
+            write()
         except (OSError, ValueError) as error:  # ValueError: stdout was closed
             raise OutputFailed(error) from error
         finally:
@@ -139,6 +172,37 @@ class ScaleMessageWriter(MsgSpecWriter):
         if (stop := self.pending_stop) is not None:
             self.pending_stop = None
             stop()
+
+    def _output(self, data: bytes | bytearray) -> None:
+        if self._rows is not None and not self._rows.finished:
+            # Every message goes through the row process once it runs, keeping their order.
+            self._rows.send(row_process.WRITE, data)
+            return
+        stdout = sys.stdout
+        if stdout is None:  # Python's stdout when file descriptor 1 was closed
+            raise OutputFailed(None)
+        stdout.buffer.write(data)
+        stdout.flush()
+
+
+class HandOver:
+    """Hands one task stream's tasks to the row process, through the tap's message writer."""
+
+    def __init__(
+        self, write: Callable[[Callable[[], None]], None], rows: row_process.RowProcess, index: int
+    ) -> None:
+        """Hand over with ``write`` (the writer's); rows go under the names known as ``index``."""
+        self._write = write
+        self._rows = rows
+        self._head = bytes([index])
+
+    def behind(self) -> bool:
+        """Whether the process has more to do than it will soon take (`RowProcess.behind`)."""
+        return self._rows.behind()
+
+    def __call__(self, task: bytes) -> None:
+        """Hand over a task, its JSON: the process derives and writes its rows."""
+        self._write(lambda: self._rows.send(row_process.TASK, self._head, task))
 
 
 def handle_signals(tap: Tap) -> None:
@@ -184,10 +248,15 @@ def _stop(tap: Tap, signum: int) -> None:
 def run(invoke: Callable[[], None], logger: logging.Logger) -> None:
     """Run the CLI; each way it can stop ends as one paragraph on stderr and its exit code."""
     try:
-        invoke()
+        try:
+            invoke()
+        finally:
+            # However the run ends, what was handed to the row process is written first.
+            rows = row_process.finish_started()
+        raise_failure(rows)
     except Interrupted as stop:
         logger.error(  # noqa: TRY400 - the message is the point
-            _interrupted(stop.signum, state_written=stop.state_written)
+            _interrupted(stop.signum, state_written=stop.state_written and rows is None)
             if stop.syncing
             else interrupted_before_sync(stop.signum)
         )
@@ -209,10 +278,30 @@ def run(invoke: Callable[[], None], logger: logging.Logger) -> None:
         sys.exit(EXIT_ERROR)
 
 
+def finish_rows() -> None:
+    """Wait for the row process to write what it was handed; stop as it did, if it failed."""
+    raise_failure(row_process.finish_started())
+
+
+def raise_failure(failure: Exception | None) -> None:
+    """Raise what stopped the row process: its output's error as any output's, or its own."""
+    if isinstance(failure, OSError):
+        raise OutputFailed(failure)
+    if failure is not None:
+        raise failure
+
+
 def _error_paragraph(error: Exception) -> str:  # noqa: PLR0911 - one return per kind
     """What went wrong and what to do, after "tap-scale stopped"."""
     if isinstance(error, FatalAPIError):
         return f": {error}"
+    if isinstance(error, row_process.RowProcessError):
+        return (
+            f": the process that derives the RLHF rows and writes every message stopped "
+            f"({error}); what it had written before is whole. Run the sync again: it resumes "
+            "from the last state the target saved. If it recurs, report it to tap-scale's "
+            "maintainers."
+        )
     if isinstance(error, RetriableAPIError):
         return (
             f": {error}. It kept failing through every try (the `max_tries` setting); run the "

@@ -199,6 +199,9 @@ class TapScale(CheckedTap):
             with contextlib.suppress(AttributeError):
                 redaction.register_settings(self.config, self.config_jsonschema)
         self.progress = SyncProgress(self.config.get("progress_interval", DEFAULT_INTERVAL))
+        if isinstance(self.message_writer, stops.ScaleMessageWriter):
+            # Rows a second process writes are counted once written: all before the summary.
+            self.progress.before_summary = self.message_writer.drain_rows
 
     @override
     def _setup_signal_handlers(self) -> None:

@@ -21,16 +21,16 @@ from tap_scale import task_pages, task_rows
 from tap_scale.row_messages import HOLDS, RowMessages
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Mapping, Sequence
 
     from singer_sdk import Stream
 
     from tap_scale.progress import SyncProgress
     from tap_scale.row_messages import Counts, Holds
+    from tap_scale.stops import ScaleMessageWriter
     from tap_scale.streams.task_rows import TaskRowsStream
 
-    #: Writes serialized Singer messages (`stops.ScaleMessageWriter.write_serialized`).
-    Write = Callable[[bytes | bytearray], None]
+_encode = msgspec.json.Encoder().encode
 
 #: The SDK's private methods used here, named once for the guard test.
 PRIVATE_SDK_METHODS = ("_write_schema_message", "_write_record_message")
@@ -75,15 +75,15 @@ class TaskRowsWriter:
     def __init__(
         self,
         streams: Sequence[TaskRowsStream],
-        write: Write,
+        writer: ScaleMessageWriter,
         progress: SyncProgress,
     ) -> None:
-        """Announce the selected streams' schemas; rows follow, task by task, through ``write``.
+        """Announce the selected streams' schemas; rows follow, task by task, through ``writer``.
 
-        ``write`` is the tap's message writer, the one place messages reach stdout: it masks
+        ``writer`` is the tap's message writer, the one place messages reach stdout: it masks
         secrets, and stops cleanly on a closed stdout or a signal.
         """
-        self._write = write
+        self._write = writer.write_serialized
         self._progress = progress
         self._outputs: dict[Holds, RowOutput] = {
             stream.holds: RowOutput(stream, progress) for stream in streams if stream.selected
@@ -93,11 +93,25 @@ class TaskRowsWriter:
         aliases = {holds: output.alias for holds, output in self._outputs.items()}
         #: Encodes a task's rows, unless a stream needs the SDK to write them.
         self._messages = RowMessages(aliases) if direct else None
+        #: Hands a task to the process deriving rows, where one can (`tap_scale.row_process`).
+        self._hand_over = (
+            writer.derive_rows(t.cast("Mapping[str, str]", aliases), progress.derived)
+            if direct and self._outputs
+            else None
+        )
 
     def write(self, task: task_rows.Json) -> None:
         """Write the task's rows to each selected stream."""
         if not self._outputs:
             return
+        if self._hand_over is not None and not self._hand_over.behind():
+            try:
+                body = _encode(task)
+            except UnicodeEncodeError:
+                pass  # a lone surrogate, which only the writer's repair can write: derived here
+            else:
+                self._hand_over(body)
+                return
         task = task_pages.materialised(task)
         if self._messages is not None:
             # One write, not one per message as the SDK makes, because each write lets the

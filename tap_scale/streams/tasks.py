@@ -92,9 +92,7 @@ class TaskRecordsStream(ScaleStream):
         tap = t.cast("TapScale", self._tap)
         writer = t.cast("ScaleMessageWriter", tap.message_writer)
         return TaskRowsWriter(
-            t.cast("list[TaskRowsStream]", self.child_streams),
-            writer.write_serialized,
-            tap.progress,
+            t.cast("list[TaskRowsStream]", self.child_streams), writer, tap.progress
         )
 
     @override
