@@ -203,10 +203,11 @@ class RowProcess:
         """Close the pipe, wait for the process to write what it has; why it failed, if it did."""
         if self.finished:
             return None
-        self.finished = True
         with contextlib.suppress(OSError, ValueError):
             self._pipe.close()
         self._process.wait()
+        # Only now: until the process has exited, its writes and the tap's would interleave.
+        self.finished = True
         failure = self.failure()
         os.close(self._reports)
         return failure

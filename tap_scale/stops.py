@@ -9,7 +9,9 @@
 
 Messages reach stdout through `ScaleMessageWriter`, the one place that writes them: it masks
 secrets, turns a closed or full stdout into a stop, and holds a signal that arrives while a
-message is half written until the message is whole, so a target never reads a cut line.
+message is half written until the message is whole, so a target never reads a cut line. Where
+the RLHF rows are derived in a second process (`tap_scale.row_process`), it hands that process
+every message instead, in order, and a run ends once the process has written them all.
 """
 
 from __future__ import annotations
@@ -247,6 +249,8 @@ def _stop(tap: Tap, signum: int) -> None:
 
 def run(invoke: Callable[[], None], logger: logging.Logger) -> None:
     """Run the CLI; each way it can stop ends as one paragraph on stderr and its exit code."""
+    # Why the row process failed, if it did (a stop while waiting for it leaves it unknown).
+    rows: Exception | None = None
     try:
         try:
             invoke()
