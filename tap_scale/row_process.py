@@ -30,6 +30,7 @@ Frames on the pipe: one byte saying what follows, its length (4 bytes, big-endia
 from __future__ import annotations
 
 import array
+import atexit
 import contextlib
 import errno
 import json
@@ -111,10 +112,15 @@ _MAIN = "import sys; sys.path.insert(0, {root!r}); from tap_scale.row_process im
 _started: list[RowProcess] = []
 
 
-def finish_started() -> Exception | None:
-    """Finish every row process started (`RowProcess.finish`); the first failure, if any."""
-    failures = [process.finish() for process in _started]
-    _started.clear()
+def finish_started(*, wait: bool = True) -> Exception | None:
+    """Finish every row process started (`RowProcess.finish`); the first failure, if any.
+
+    Each is taken off the list before it is waited for: a stop while waiting ends the wait,
+    and a later call does not wait again (a second signal stops the tap at once).
+    """
+    failures = []
+    while _started:
+        failures.append(_started.pop(0).finish(wait=wait))
     return next((failure for failure in failures if failure is not None), None)
 
 
@@ -128,22 +134,37 @@ class RowProcess:
     def __init__(self, secrets: tuple[str, ...], derived: Callable[[str, int], None]) -> None:
         """Start it writing to the tap's stdout; ``derived(stream, count)`` hears its counts.
 
-        The secrets travel in the pipe, never in its command line or environment.
+        The secrets travel in the pipe, never in its command line or environment: variables
+        holding one (`TAP_SCALE_API_KEY`) are left out of its environment.
         """
         self._reports, reports_out = os.pipe()
-        self._process = subprocess.Popen(  # noqa: S603 - this package's own module
-            [sys.executable, "-c", _MAIN.format(root=_ROOT), str(reports_out)],
-            stdin=subprocess.PIPE,
-            stdout=sys.__stdout__.fileno() if sys.__stdout__ is not None else None,
-            pass_fds=(reports_out,),
-            start_new_session=True,
-        )
-        os.close(reports_out)
+        try:
+            self._process = subprocess.Popen(  # noqa: S603 - this package's own module
+                [sys.executable, "-c", _MAIN.format(root=_ROOT), str(reports_out)],
+                stdin=subprocess.PIPE,
+                # Unbuffered: a frame cut by a stop leaves nothing behind that closing the pipe
+                # would have to write first, into a pipe that may not take it.
+                bufsize=0,
+                stdout=sys.__stdout__.fileno() if sys.__stdout__ is not None else None,
+                pass_fds=(reports_out,),
+                start_new_session=True,
+                env={
+                    name: value
+                    for name, value in os.environ.items()
+                    if not any(secret in value for secret in secrets)
+                },
+            )
+        except BaseException:
+            os.close(self._reports)
+            raise
+        finally:
+            os.close(reports_out)
         #: The process's id, as the tap logs it.
         self.pid = self._process.pid
         os.set_blocking(self._reports, False)
         assert self._process.stdin is not None  # noqa: S101 - asked for above
-        self._pipe_fd = self._process.stdin.fileno()
+        self._pipe = self._process.stdin
+        self._pipe_fd = self._pipe.fileno()
         # Tasks waiting beyond this many bytes: the process is behind (`behind`). Not sooner:
         # rows the tap derives take the interpreter from its threads reading pages ahead
         # (measured: from half a pipe on, 100,000 tasks took 10% longer).
@@ -153,21 +174,35 @@ class RowProcess:
         self._totals: dict[str, int] = {}
         self._said: dict[str, t.Any] = {}
         self._streams = 0
-        assert self._process.stdin is not None  # noqa: S101 - asked for above
-        self._pipe = self._process.stdin
-        #: Set once it has ended: what the tap writes then goes to stdout itself.
+        #: Set as the tap stops handing frames over: nothing may be written then, by anyone,
+        #: until the process has exited (its writes and the tap's would interleave).
+        self.closing = False
+        #: Set once it has exited, and why it failed, if it did (`failure`).
         self.finished = False
+        self._failure: Exception | None = None
+        atexit.register(self.finish)  # a tap made by library code, outside `stops.run`
         _started.append(self)
         self.send(SECRETS, json.dumps(secrets).encode())
 
+    @property
+    def writes(self) -> bool:
+        """Whether messages go through the process: until it has exited whole.
+
+        And after a failure: then nothing may go straight to stdout, where a state would cover
+        rows lost with the process.
+        """
+        return not self.finished or self._failure is not None
+
     def send(self, kind: bytes, *body: bytes | bytearray) -> None:
         """Hand one frame over; raise why the process stopped, if it did."""
+        if self.closing:
+            # The pipe is closed (a stop as the run ends): no frame can follow.
+            raise OSError(errno.EPIPE, "the row process takes no more messages")
         try:
-            self._pipe.write(_HEADER.pack(kind, sum(map(len, body))))
+            _send_all(self._pipe_fd, _HEADER.pack(kind, sum(map(len, body))))
             for part in body:
-                self._pipe.write(part)
-            self._pipe.flush()
-        except (BrokenPipeError, ValueError) as error:
+                _send_all(self._pipe_fd, part)
+        except BrokenPipeError as error:  # it has exited
             self._process.wait()
             raise self.failure() or error from None
         if kind == TASK:
@@ -179,7 +214,7 @@ class RowProcess:
         The tap waits for the process otherwise, with a core of its own idle: so each side
         derives as much as it has time for, and a sync waits for neither.
         """
-        return _queued(self._pipe_fd) > self._behind
+        return self.closing or _queued(self._pipe_fd) > self._behind
 
     def streams(self, aliases: Mapping[str, str]) -> int:
         """Announce the stream names one task stream's rows go under; returns their number."""
@@ -199,37 +234,49 @@ class RowProcess:
             if drained:
                 return
 
-    def finish(self) -> Exception | None:
-        """Close the pipe, wait for the process to write what it has; why it failed, if it did."""
-        if self.finished:
+    def finish(self, *, wait: bool = True) -> Exception | None:
+        """Close the pipe, wait for the process to write what it has; why it failed, if it did.
+
+        Without ``wait`` (a stop that must not wait for a target reading no more), the process
+        is left to write what it has on its own, and to end.
+        """
+        if self.closing:
             return None
+        self.closing = True
         with contextlib.suppress(OSError, ValueError):
             self._pipe.close()
+        if not wait:
+            return None
+        # Its reports are read as it finishes (it must not wait on a full pipe to the tap): they
+        # end as it exits.
+        while self._read_reports() is not None:
+            select.select([self._reports], [], [])
         self._process.wait()
-        # Only now: until the process has exited, its writes and the tap's would interleave.
-        self.finished = True
         failure = self.failure()
+        self.finished = True
         os.close(self._reports)
         return failure
 
     def failure(self) -> Exception | None:
         """Why the process stopped, once it has: its output's error, or its own; else None."""
-        if self._process.returncode is None:
-            return None
+        if self.finished or self._process.returncode is None:
+            return self._failure
         # It has exited: its reports end here.
         while self._read_reports() is not None:
             pass
-        if self._process.returncode == EXIT_WRITTEN:
-            return None
-        if self._process.returncode == EXIT_OUTPUT_FAILED:
-            code = self._said.get("output_failed", errno.EIO)
-            return OSError(code, os.strerror(code))
         code = self._process.returncode
-        if "error" in self._said:
-            return RowProcessError(self._said["error"])
-        if code < 0:
-            return RowProcessError(f"it was stopped by {signal.Signals(-code).name}")
-        return RowProcessError(f"it exited with code {code}")
+        if code == EXIT_WRITTEN:
+            return None
+        if code == EXIT_OUTPUT_FAILED and "output_failed" in self._said:
+            number = self._said["output_failed"]
+            self._failure = OSError(number, os.strerror(number))
+        elif "error" in self._said:
+            self._failure = RowProcessError(self._said["error"])
+        elif code < 0:
+            self._failure = RowProcessError(f"it was stopped by {_signal_name(-code)}")
+        else:
+            self._failure = RowProcessError(f"it exited with code {code}")
+        return self._failure
 
     def _read_reports(self) -> bool | None:
         """Take in the reports that came; whether one said it drained; None at their end."""
@@ -260,26 +307,43 @@ def main() -> None:
     """Write what the tap hands over until the pipe ends; derive the rows of each task."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    reports = os.fdopen(int(sys.argv[-1]), "wb", buffering=0)
+    reports = int(sys.argv[-1])
+    # Never blocked by the tap: a report is skipped when the pipe is full, unless it must come.
+    os.set_blocking(reports, False)
+    tap_gone = False
 
-    def report(**fields: t.Any) -> None:  # noqa: ANN401 - JSON
-        reports.write(json.dumps({"totals": totals, **fields}).encode() + b"\n")
+    def report(*, needed: bool = True, **fields: t.Any) -> None:  # noqa: ANN401 - JSON
+        """Tell the tap the totals so far, and ``fields``; ``needed``: wait for room to."""
+        nonlocal tap_gone
+        # One line, under the size a pipe takes whole (PIPE_BUF): never half written.
+        line = json.dumps({"totals": totals, **fields}).encode() + b"\n"
+        while not tap_gone:
+            try:
+                os.write(reports, line)
+            except BlockingIOError:  # noqa: PERF203 - a report every half second at most
+                if not needed:
+                    return  # the totals are cumulative: the next report has these too
+                select.select([], [reports], [])
+            except OSError:
+                # The tap has ended (killed): what it handed over is still written.
+                tap_gone = True
+            else:
+                return
 
     totals: dict[str, int] = {}
     try:
         _write_all(report, totals)
     except OSError as error:
         # Writing to stdout failed (closed by the target, a full disk): the tap says so.
+        report(output_failed=error.errno or errno.EIO)
         with contextlib.suppress(OSError):
-            report(output_failed=error.errno or errno.EIO)
             # Python's own flush at exit would fail again, with a traceback.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(EXIT_OUTPUT_FAILED)
     except Exception as error:  # noqa: BLE001 - whatever it is: the tap says it, in one paragraph
         from tap_scale.redaction import redact  # noqa: PLC0415
 
-        with contextlib.suppress(OSError):
-            report(error=redact(f"{type(error).__name__}: {error}"))
+        report(error=redact(f"{type(error).__name__}: {error}"))
         sys.exit(EXIT_FAILED)
     report()
 
@@ -311,7 +375,7 @@ def _write_all(report: Callable[..., None], totals: dict[str, int]) -> None:  # 
                     totals[name] = totals.get(name, 0) + count
             if time.monotonic() - reported >= _REPORT_EVERY:
                 reported = time.monotonic()
-                report()
+                report(needed=False)
         elif kind == STREAMS:
             aliases = json.loads(body)
             derivers.append((RowMessages(aliases), tuple(aliases.get(holds) for holds in HOLDS)))
@@ -319,6 +383,20 @@ def _write_all(report: Callable[..., None], totals: dict[str, int]) -> None:  # 
             report(drained=True)
         elif kind == SECRETS:
             redaction.adopt(json.loads(body))
+
+
+def _send_all(pipe: int, data: bytes | bytearray) -> None:
+    """Write all of ``data`` into the pipe (a write to a pipe may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(pipe, view) :]
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:  # a real-time signal, which has no name of its own
+        return f"signal {signum}"
 
 
 def _read_frame(frames: t.BinaryIO) -> tuple[bytes, bytes] | None:

@@ -141,7 +141,7 @@ class ScaleMessageWriter(MsgSpecWriter):
         count)`` hears what was written. Returns what hands it a task, or None: then the caller
         derives the rows itself.
         """
-        if self._rows is None or self._rows.finished:
+        if self._rows is None or not self._rows.writes:
             if not row_process.available():
                 return None
             logger = logging.getLogger("tap-scale")
@@ -155,11 +155,14 @@ class ScaleMessageWriter(MsgSpecWriter):
                 "writes every message of this sync.",
                 self._rows.pid,
             )
-        return HandOver(self._write, self._rows, self._rows.streams(aliases))
+        rows = self._rows
+        index: list[int] = []
+        self._write(lambda: index.append(rows.streams(aliases)))
+        return HandOver(self._write, rows, index[0])
 
     def drain_rows(self) -> None:
         """Wait until the row process has written everything handed over, rows counted."""
-        if self._rows is not None and not self._rows.finished:
+        if self._rows is not None and not self._rows.closing:
             self._write(self._rows.drain)
 
     def _write(self, write: Callable[[], None]) -> None:
@@ -176,7 +179,7 @@ class ScaleMessageWriter(MsgSpecWriter):
             stop()
 
     def _output(self, data: bytes | bytearray) -> None:
-        if self._rows is not None and not self._rows.finished:
+        if self._rows is not None and self._rows.writes:
             # Every message goes through the row process once it runs, keeping their order.
             self._rows.send(row_process.WRITE, data)
             return
@@ -255,8 +258,12 @@ def run(invoke: Callable[[], None], logger: logging.Logger) -> None:
         try:
             invoke()
         finally:
-            # However the run ends, what was handed to the row process is written first.
-            rows = row_process.finish_started()
+            # However the run ends, what was handed to the row process is written first; but a
+            # stop that could not wait for the state (asked twice) does not wait for it either.
+            stopping = sys.exc_info()[1]
+            rows = row_process.finish_started(
+                wait=not (isinstance(stopping, Interrupted) and not stopping.state_written)
+            )
         raise_failure(rows)
     except Interrupted as stop:
         logger.error(  # noqa: TRY400 - the message is the point
@@ -269,22 +276,34 @@ def run(invoke: Callable[[], None], logger: logging.Logger) -> None:
         logger.error(_interrupted(signal.SIGINT, state_written=False))  # noqa: TRY400
         sys.exit(128 + signal.SIGINT)
     except OutputFailed as failure:
-        _quiet_stdout()
-        logger.error(  # noqa: TRY400
-            "tap-scale stopped: %s", _output_failed(failure.error, messages=failure.messages)
-        )
-        sys.exit(EXIT_ERROR)
-    except (click.ClickException, click.exceptions.Abort, click.exceptions.Exit):
-        raise  # click shows these itself, as one paragraph (InputError is one), or just exits
-    except Exception as error:  # whatever it is: one paragraph, no traceback
-        logger.error("tap-scale stopped%s", _error_paragraph(error))  # noqa: TRY400
-        logger.debug("The traceback of that error:", exc_info=error)
-        sys.exit(EXIT_ERROR)
+        _stop_output_failed(failure, logger)
+    except click.exceptions.Exit as done:
+        if rows is None or done.exit_code != 0:
+            raise  # `--test` and the like end so, once done
+        _failed(rows, logger)
+    except (click.ClickException, click.exceptions.Abort):
+        raise  # click shows these itself, as one paragraph (InputError is one)
+    except Exception as error:  # noqa: BLE001 - whatever it is: one paragraph, no traceback
+        _stop_on_error(error, logger)
 
 
-def finish_rows() -> None:
-    """Wait for the row process to write what it was handed; stop as it did, if it failed."""
-    raise_failure(row_process.finish_started())
+def _stop_output_failed(failure: OutputFailed, logger: logging.Logger) -> t.NoReturn:
+    _quiet_stdout()
+    logger.error("tap-scale stopped: %s", _output_failed(failure.error, messages=failure.messages))
+    sys.exit(EXIT_ERROR)
+
+
+def _stop_on_error(error: Exception, logger: logging.Logger) -> t.NoReturn:
+    logger.error("tap-scale stopped%s", _error_paragraph(error))
+    logger.debug("The traceback of that error:", exc_info=error)
+    sys.exit(EXIT_ERROR)
+
+
+def _failed(failure: Exception, logger: logging.Logger) -> t.NoReturn:
+    """Stop as the row process's failure says, after a run that otherwise ended well."""
+    if isinstance(failure, OSError):
+        _stop_output_failed(OutputFailed(failure), logger)
+    _stop_on_error(failure, logger)
 
 
 def raise_failure(failure: Exception | None) -> None:
@@ -302,9 +321,9 @@ def _error_paragraph(error: Exception) -> str:  # noqa: PLR0911 - one return per
     if isinstance(error, row_process.RowProcessError):
         return (
             f": the process that derives the RLHF rows and writes every message stopped "
-            f"({error}); what it had written before is whole. Run the sync again: it resumes "
-            "from the last state the target saved. If it recurs, report it to tap-scale's "
-            "maintainers."
+            f"({error}), so the target may have got its last message cut. Run the sync again: "
+            "it resumes from the last state the target saved. If it recurs, report it to "
+            "tap-scale's maintainers."
         )
     if isinstance(error, RetriableAPIError):
         return (

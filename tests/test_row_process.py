@@ -15,16 +15,15 @@ import signal
 import subprocess
 import time
 import typing as t
+from pathlib import Path
 
 import pytest
 
 from tests.tap_run import tap_args
 from tests.test_resilience import keyed
-from tests.test_stops import parsed
+from tests.test_stops import _wait_until_blocked, parsed
 
 if t.TYPE_CHECKING:
-    from pathlib import Path
-
     from tap_scale.testing import ScaleSimulator
 
 ROW_STREAMS = ("task_messages", "task_annotations", "task_preferences")
@@ -189,3 +188,56 @@ def test_a_row_process_that_dies_stops_the_sync_with_one_paragraph_and_exit_1(
     assert "derives the RLHF rows" in stops[0]
     assert "stopped by SIGKILL" in stops[0]
     assert "Traceback" not in log
+
+
+def test_a_second_signal_stops_at_once_while_the_target_reads_no_more(
+    config: dict[str, t.Any], tmp_path: Path
+) -> None:
+    """Blocked on a target that reads no more, the tap waits for neither the target nor the
+    row process on a second signal: it exits, and the process writes what it has."""
+    stderr = tmp_path / "stderr.log"
+    with (
+        stderr.open("wb") as log,
+        subprocess.Popen(tap_args(tmp_path, config), stdout=subprocess.PIPE, stderr=log) as process,
+    ):
+        assert process.stdout is not None
+        _wait_until_blocked(process.stdout.fileno(), process)
+        process.send_signal(signal.SIGTERM)  # held: the tap is mid-message
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)  # while nothing reads its output
+        output = process.stdout.read()
+    assert code == 128 + signal.SIGTERM
+    parsed(output)  # every line whole: what was handed over, then nothing cut
+    log_text = stderr.read_text()
+    assert "interrupted by SIGTERM" in log_text
+    assert "could not write the state first" in log_text
+    assert "Traceback" not in log_text
+
+
+def test_the_row_process_environment_holds_no_secret(
+    simulator: ScaleSimulator, tmp_path: Path
+) -> None:
+    """A key given in `TAP_SCALE_API_KEY` stays out of the row process's environment."""
+    simulator.faults.slow_seconds = 0.02
+    config = {"api_url": simulator.url, "page_size": 7}
+    environment = {**os.environ, "TAP_SCALE_API_KEY": simulator.api_key}
+    with subprocess.Popen(
+        [*tap_args(tmp_path, config), "--config", "ENV"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=environment,
+    ) as process:
+        assert process.stderr is not None
+        lines = []
+        for raw in process.stderr:
+            lines.append(raw.decode())
+            if started := STARTED.search(lines[-1]):
+                break
+        else:
+            pytest.fail("no row process started: " + "".join(lines)[-2000:])
+        held = Path(f"/proc/{started[1]}/environ").read_bytes()
+        process.stderr.read()
+    assert process.returncode == 0
+    assert simulator.api_key.encode() not in held
+    assert b"TAP_SCALE_API_KEY" not in held
