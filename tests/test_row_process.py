@@ -31,6 +31,16 @@ ROW_STREAMS = ("task_messages", "task_annotations", "task_preferences")
 STARTED = re.compile(r"derived in a second process \(pid (\d+)\)")
 
 
+def _row_process_pid(stderr: t.IO[bytes]) -> tuple[int, list[str]]:
+    """Read the tap's log up to the line that starts the row process: its pid, the lines read."""
+    lines = []
+    for raw in stderr:
+        lines.append(raw.decode())
+        if started := STARTED.search(lines[-1]):
+            return int(started[1]), lines
+    pytest.fail("no row process started: " + "".join(lines)[-2000:])
+
+
 def _run(args: list[str], *, cores: set[int] | None = None) -> tuple[int, bytes, str]:
     """Run the tap to its end; on these cores only, if given (one: no second process)."""
 
@@ -170,15 +180,9 @@ def test_a_row_process_that_dies_stops_the_sync_with_one_paragraph_and_exit_1(
         # Read as a target does, all along: a tap whose stdout fills up waits for its reader.
         with concurrent.futures.ThreadPoolExecutor(1) as reader:
             output = reader.submit(process.stdout.read)
-            lines = []
-            for raw in process.stderr:
-                lines.append(raw.decode())
-                if started := STARTED.search(lines[-1]):
-                    break
-            else:
-                pytest.fail("no row process started: " + "".join(lines)[-2000:])
+            pid, lines = _row_process_pid(process.stderr)
             time.sleep(0.5)  # mid-sync
-            os.kill(int(started[1]), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
             log = "".join(lines) + process.stderr.read().decode()
             written = output.result(timeout=60)
     parsed(written)  # whole lines only
@@ -229,14 +233,8 @@ def test_the_row_process_environment_holds_no_secret(
         env=environment,
     ) as process:
         assert process.stderr is not None
-        lines = []
-        for raw in process.stderr:
-            lines.append(raw.decode())
-            if started := STARTED.search(lines[-1]):
-                break
-        else:
-            pytest.fail("no row process started: " + "".join(lines)[-2000:])
-        held = Path(f"/proc/{started[1]}/environ").read_bytes()
+        pid, _ = _row_process_pid(process.stderr)
+        held = Path(f"/proc/{pid}/environ").read_bytes()
         process.stderr.read()
     assert process.returncode == 0
     assert simulator.api_key.encode() not in held
