@@ -199,9 +199,7 @@ class RowProcess:
             # The pipe is closed (a stop as the run ends): no frame can follow.
             raise OSError(errno.EPIPE, "the row process takes no more messages")
         try:
-            _send_all(self._pipe_fd, _HEADER.pack(kind, sum(map(len, body))))
-            for part in body:
-                _send_all(self._pipe_fd, part)
+            _send_all(self._pipe_fd, [_HEADER.pack(kind, sum(map(len, body))), *body])
         except BrokenPipeError as error:  # it has exited
             self._process.wait()
             raise self.failure() or error from None
@@ -385,11 +383,19 @@ def _write_all(report: Callable[..., None], totals: dict[str, int]) -> None:  # 
             redaction.adopt(json.loads(body))
 
 
-def _send_all(pipe: int, data: bytes | bytearray) -> None:
-    """Write all of ``data`` into the pipe (a write to a pipe may take only part of it)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(pipe, view) :]
+def _send_all(pipe: int, parts: list[bytes | bytearray]) -> None:
+    """Write the parts into the pipe, in one system call where it takes them all at once.
+
+    One call, not one per part: each write wakes the process, and a frame's header is five
+    bytes. A pipe may take only part of a write; the rest follows.
+    """
+    views = [memoryview(part) for part in parts if part]
+    while views:
+        written = os.writev(pipe, views)
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if views:
+            views[0] = views[0][written:]
 
 
 def _signal_name(signum: int) -> str:
