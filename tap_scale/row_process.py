@@ -44,8 +44,6 @@ import time
 import typing as t
 from pathlib import Path
 
-import msgspec
-
 if os.name == "posix":
     import fcntl
     import termios
@@ -349,7 +347,7 @@ def main() -> None:
 def _write_all(report: Callable[..., None], totals: dict[str, int]) -> None:  # noqa: C901
     """The process's loop: each frame written or derived and written, in order."""
     # Imported once the signals are set: they take a moment.
-    from tap_scale import memory, redaction  # noqa: PLC0415
+    from tap_scale import memory, redaction, task_pages  # noqa: PLC0415
     from tap_scale.row_messages import HOLDS, RowMessages  # noqa: PLC0415
 
     memory.tune()  # as the tap's: the same objects made and freed
@@ -364,7 +362,7 @@ def _write_all(report: Callable[..., None], totals: dict[str, int]) -> None:  # 
             out.flush()
         elif kind == TASK:
             messages, names = derivers[body[0]]
-            payload, counts = messages.encode(_task(body[1:]))
+            payload, counts = messages.encode(task_pages.parse_any(body[1:]))
             if payload:
                 out.write(redaction.redact_bytes(payload))
                 out.flush()
@@ -413,15 +411,3 @@ def _read_frame(frames: t.BinaryIO) -> tuple[bytes, bytes] | None:
     kind, length = _HEADER.unpack(header)
     body = frames.read(length)
     return (kind, body) if len(body) == length else None
-
-
-def _task(body: bytes) -> dict[str, t.Any]:
-    try:
-        return t.cast("dict[str, t.Any]", msgspec.json.decode(body))
-    except msgspec.ValidationError:
-        # A number out of msgspec's range (`1e309`): Python's reader takes it, as the tap did.
-        return t.cast("dict[str, t.Any]", json.loads(body))
-
-
-if __name__ == "__main__":
-    main()

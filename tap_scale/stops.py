@@ -58,6 +58,7 @@ if t.TYPE_CHECKING:
 
 EXIT_ERROR = 1
 
+_T = t.TypeVar("_T")
 #: Hears how many records of a stream another process wrote (`SyncProgress.derived`).
 Derived = t.Callable[[str, int], None]
 
@@ -156,20 +157,18 @@ class ScaleMessageWriter(MsgSpecWriter):
                 self._rows.pid,
             )
         rows = self._rows
-        index: list[int] = []
-        self._write(lambda: index.append(rows.streams(aliases)))
-        return HandOver(self._write, rows, index[0])
+        return HandOver(self._write, rows, self._write(lambda: rows.streams(aliases)))
 
     def drain_rows(self) -> None:
         """Wait until the row process has written everything handed over, rows counted."""
         if self._rows is not None and not self._rows.closing:
             self._write(self._rows.drain)
 
-    def _write(self, write: Callable[[], None]) -> None:
+    def _write(self, write: Callable[[], _T]) -> _T:
         """Write, holding any stop until the write is whole; a failing output stops the run."""
         self.busy = self.started = True
         try:
-            write()
+            written = write()
         except (OSError, ValueError) as error:  # ValueError: stdout was closed
             raise OutputFailed(error) from error
         finally:
@@ -177,6 +176,7 @@ class ScaleMessageWriter(MsgSpecWriter):
         if (stop := self.pending_stop) is not None:
             self.pending_stop = None
             stop()
+        return written
 
     def _output(self, data: bytes | bytearray) -> None:
         if self._rows is not None and self._rows.writes:
@@ -264,7 +264,7 @@ def run(invoke: Callable[[], None], logger: logging.Logger) -> None:
             rows = row_process.finish_started(
                 wait=not (isinstance(stopping, Interrupted) and not stopping.state_written)
             )
-        raise_failure(rows)
+        _raise_failure(rows)
     except Interrupted as stop:
         logger.error(  # noqa: TRY400 - the message is the point
             _interrupted(stop.signum, state_written=stop.state_written and rows is None)
@@ -306,7 +306,7 @@ def _failed(failure: Exception, logger: logging.Logger) -> t.NoReturn:
     _stop_on_error(failure, logger)
 
 
-def raise_failure(failure: Exception | None) -> None:
+def _raise_failure(failure: Exception | None) -> None:
     """Raise what stopped the row process: its output's error as any output's, or its own."""
     if isinstance(failure, OSError):
         raise OutputFailed(failure)

@@ -148,7 +148,7 @@ def materialised(task: Json) -> Json:
     ):
         return task
     parsed = [
-        {**thread, RAW_FIELD: _parse_turns(thread[RAW_FIELD])}
+        {**thread, RAW_FIELD: parse_any(thread[RAW_FIELD])}
         if isinstance(thread, dict) and isinstance(thread.get(RAW_FIELD), msgspec.Raw)
         else thread
         for thread in threads
@@ -156,13 +156,13 @@ def materialised(task: Json) -> Json:
     return {**task, "threads": parsed}
 
 
-def _parse_turns(turns: msgspec.Raw) -> t.Any:  # noqa: ANN401 - whatever Scale sent
-    """Turns as objects, whatever the range of their numbers.
+def parse_any(content: bytes | msgspec.Raw) -> t.Any:  # noqa: ANN401 - whatever Scale sent
+    """JSON already checked (kept-raw turns, a handed-over task) as objects, any numbers.
 
-    Skipping them checked all but a number's range (`1e309`, 2**64 and more), which msgspec
+    Skipping turns checked all but a number's range (`1e309`, 2**64 and more), which msgspec
     refuses: Python's reader takes those, as a lenient page read does.
     """
     try:
-        return _parse(turns)
+        return _parse(content)
     except msgspec.ValidationError:
-        return json.loads(bytes(turns))
+        return json.loads(bytes(content))

@@ -96,7 +96,7 @@ class TaskRowsWriter:
         #: Hands a task to the process deriving rows, where one can (`tap_scale.row_process`).
         self._hand_over = (
             writer.derive_rows(t.cast("Mapping[str, str]", aliases), progress.derived)
-            if direct and self._outputs
+            if direct
             else None
         )
 
