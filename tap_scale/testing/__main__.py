@@ -6,7 +6,9 @@ Prints one line, `url=<base URL> api_key=<key>`, then serves until SIGINT or SIG
 completed tasks (`limit=100`, every opt: what tap-scale asks for by default) is rendered once,
 with progress on stderr, then served as stored bytes (see `tap_scale.testing.prerender`).
 `--latency-ms` delays every request, as a distant API would; `--requests-per-second` puts a
-rate limiter in front of it.
+rate limiter in front of it. `--order` chooses how listings of tasks are ordered (shuffled by
+default) and `--labelled-over-days N` a world whose tasks are completed hours after their creation,
+over N days (see `ScaleSimulator`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 import time
 import typing as t
 
+from tap_scale.testing.orders import DEFAULT_ORDER, ORDERS
 from tap_scale.testing.simulator import DEFAULT_API_KEY, ScaleSimulator
 
 if t.TYPE_CHECKING:
@@ -37,6 +40,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches-per-project", type=int, default=2, help="batches per project")
     parser.add_argument("--tasks-per-project", type=int, default=60, help="tasks per project")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the key clients must send")
+    parser.add_argument(
+        "--order",
+        choices=ORDERS,
+        default=DEFAULT_ORDER,
+        help=f"the order of task listings (default: {DEFAULT_ORDER}, by a hash of each id)",
+    )
+    parser.add_argument(
+        "--labelled-over-days",
+        type=_days,
+        metavar="N",
+        help="create each project's tasks over N days, each completed a few hours to two days "
+        "after its creation (default: created over a couple of days, completed in three)",
+    )
     parser.add_argument(
         "--prerender",
         action="store_true",
@@ -79,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         prerendered=args.prerender,
+        order=args.order,
+        labelled_over_days=args.labelled_over_days,
     )
     simulator.faults.slow_seconds = args.latency_ms / 1000
     simulator.faults.requests_per_second = args.requests_per_second
@@ -92,6 +110,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         while not stopping.wait(0.5):
             pass
     return 0
+
+
+def _days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if days < 1:
+        message = f"not a whole number of days, at least 1: {text!r}"
+        raise argparse.ArgumentTypeError(message)
+    return days
 
 
 class _StoppedError(Exception):

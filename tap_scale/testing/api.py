@@ -312,7 +312,8 @@ class ScaleApi:
 
         By delivery, that delivery's tasks; by project, every task of the project, once for
         each delivery that delivered it (a task delivered twice is listed twice) and once with
-        null delivery fields if it was never delivered.
+        null delivery fields if it was never delivered. Shuffled, whatever the simulator's
+        order of tasks (`tap_scale.testing.orders`): each doc has its own key.
         """
         query = request.query
         scope = query.one_of("delivery_id", *_PROJECT)

@@ -9,6 +9,12 @@ them share `completed_at` (ties) within a project and across page boundaries. So
 whole seconds and some records are rendered without a fraction: the same instant may then read
 `...:39Z` on one task and `...:39.000Z` on another, and `...:39Z` sorts after `...:39.500Z` as a
 string although it is earlier. A client must compare parsed datetimes.
+
+By default a project's tasks are created over a couple of days and completed days later, within
+three days, in no relation to their creation. With `labelled_over_days` they are labelled as
+most real projects are: created over that many days, each completed some hours to two days after
+it was created (`_MIN_LAG` to `_MAX_LAG`), a few tasks created close together completed at one
+instant (the ties), some instants whole seconds and some with milliseconds.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from datetime import datetime, timezone
 
 from tap_scale.testing.content import MODELS
 from tap_scale.testing.datasets import build_datasets
+from tap_scale.testing.orders import DEFAULT_ORDER
 from tap_scale.testing.records import (
     BatchRecord,
     DeliveryRecord,
@@ -52,6 +59,11 @@ DAY = 24 * HOUR
 WORLD_START = to_micros(datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc))
 _COMPLETION_WINDOW_SECONDS = 3 * 86_400
 _TASKS_PER_INSTANT = 4
+# With `labelled_over_days`: how long after its creation a task is completed, and how far apart
+# the creations of tasks completed at one instant may be.
+_MIN_LAG = 2 * HOUR
+_MAX_LAG = 2 * DAY
+_TIE_SPAN = 6 * HOUR
 _PRECISE_SHARE = 0.85
 _NO_BATCH_SHARE = 0.03
 _REPORTED_SHARE = 0.03
@@ -74,11 +86,30 @@ _BLUEPRINTS = (
 class World:
     """The account's records (in `store`), built from a seed, and the changes tests make to it."""
 
-    def __init__(
-        self, *, seed: int, projects: int, batches_per_project: int, tasks_per_project: int
+    def __init__(  # noqa: PLR0913 - every argument is keyword-only
+        self,
+        *,
+        seed: int,
+        projects: int,
+        batches_per_project: int,
+        tasks_per_project: int,
+        order: str = DEFAULT_ORDER,
+        labelled_over_days: int | None = None,
     ) -> None:
-        """Generate the account; the same arguments always give the same world."""
-        self.store = Store()
+        """Generate the account; the same arguments always give the same world.
+
+        `order` is how listings order tasks (`tap_scale.testing.orders`); `labelled_over_days`,
+        when given, has each project's tasks created over that many days and each completed
+        hours after its creation (see the module).
+
+        Raises:
+            ValueError: for an unknown order, or fewer than one day of labelling.
+        """
+        if labelled_over_days is not None and labelled_over_days < 1:
+            message = f"labelled_over_days must be at least 1, not {labelled_over_days}"
+            raise ValueError(message)
+        self._labelled_over_days = labelled_over_days
+        self.store = Store(order)
         rng = seeded(seed)
         for index in range(projects):
             self._build_project(rng, index, batches_per_project, tasks_per_project)
@@ -108,8 +139,11 @@ class World:
         )
         batches = [self._batch(rng, project, number, batch_count) for number in range(batch_count)]
         self.store.add_project(project, batches)
-        done_from = instant(created_at + (batch_count + 3) * DAY, precise=False)
-        tasks = self._tasks(rng, project, batches, task_count, done_from)
+        if self._labelled_over_days is None:
+            done_from = instant(created_at + (batch_count + 3) * DAY, precise=False)
+            tasks = self._tasks(rng, project, batches, task_count, done_from)
+        else:
+            tasks = self._labelled_tasks(rng, project, batches, task_count)
         self.store.add_tasks(tasks)
         self._deliveries(rng, project, tasks)
 
@@ -119,14 +153,18 @@ class World:
         slug = re.sub(r"[^a-z0-9]+", "-", project.name.lower()).strip("-")
         status = _BATCH_STATUS_CYCLE[number % len(_BATCH_STATUS_CYCLE)]
         precise = chance(rng, _PRECISE_SHARE)
-        created_at = instant(
-            project.created_at + (number + 1) * DAY + rng.randrange(HOUR), precise=precise
-        )
+        if self._labelled_over_days is None:
+            created_from = project.created_at + (number + 1) * DAY
+            completed_from = project.created_at + (count + 7) * DAY
+        else:
+            # One after the other over the days of labelling, each done once its tasks are.
+            span = self._labelled_over_days * DAY // count
+            created_from = project.created_at + DAY + number * span
+            completed_from = created_from + span + HOUR + _MAX_LAG
+        created_at = instant(created_from + rng.randrange(HOUR), precise=precise)
         completed_at = None
         if status == "completed":
-            completed_at = instant(
-                project.created_at + (count + 7) * DAY + rng.randrange(DAY), precise=precise
-            )
+            completed_at = instant(completed_from + rng.randrange(DAY), precise=precise)
         return BatchRecord(
             batch_id=new_id(rng, "batch"),
             name=f"{slug}-batch-{number + 1:03d}",
@@ -152,10 +190,7 @@ class World:
         done_from: int,
     ) -> list[TaskRecord]:
         statuses = _status_mix(rng, count)
-        completed = [n for n, status in enumerate(statuses) if status == "completed"]
-        reported_count = int(len(completed) * _REPORTED_SHARE)
-        reported_count = reported_count or (1 if len(completed) >= _FEW else 0)
-        reported = set(rng.sample(completed, reported_count))
+        reported = _reported(rng, statuses)
         slots = _completion_instants(rng, done_from, max(2, count // _TASKS_PER_INSTANT))
         whole_slots = [slot for slot in slots if slot % MICROS_PER_SECOND == 0]
         tasks = []
@@ -181,6 +216,55 @@ class World:
                 )
             )
         return tasks
+
+    def _labelled_tasks(
+        self,
+        rng: random.Random,
+        project: ProjectRecord,
+        batches: Sequence[BatchRecord],
+        count: int,
+    ) -> list[TaskRecord]:
+        """Tasks created over the days of labelling, each completed hours after its creation.
+
+        A batch's tasks are created from its creation over its share of the days; tasks of no
+        batch over all of them.
+        """
+        days = self._labelled_over_days or 1
+        statuses = _status_mix(rng, count)
+        reported = _reported(rng, statuses)
+        labelling_from = project.created_at + DAY
+        batch_span = days * DAY // max(1, len(batches))
+        precise: list[bool] = []
+        batch_ids: list[str | None] = []
+        created: list[int] = []
+        finished: list[bool] = []
+        for status in statuses:
+            precise.append(chance(rng, _PRECISE_SHARE))
+            batch = rng.choice(batches) if batches and not chance(rng, _NO_BATCH_SHARE) else None
+            batch_ids.append(batch.batch_id if batch else None)
+            moment = (
+                batch.created_at + rng.randrange(batch_span)
+                if batch
+                else labelling_from + rng.randrange(days * DAY)
+            )
+            created.append(instant(moment, precise=precise[-1]))
+            finished.append(status == "completed" or (status == "deleted" and chance(rng, 0.5)))
+        completed_at = _labelled_completions(rng, created, finished, precise)
+        return [
+            TaskRecord(
+                task_id=new_id(rng, "task"),
+                project_id=project.project_id,
+                batch_id=batch_ids[number],
+                status=status,
+                created_at=created[number],
+                completed_at=completed_at[number],
+                precise=precise[number],
+                reported=number in reported,
+                kind=project.kind,
+                seed=rng.getrandbits(63),
+            )
+            for number, status in enumerate(statuses)
+        ]
 
     def _deliveries(
         self, rng: random.Random, project: ProjectRecord, tasks: list[TaskRecord]
@@ -420,6 +504,49 @@ def _status_mix(rng: random.Random, count: int) -> list[str]:
         statuses += [status] * number
     rng.shuffle(statuses)
     return statuses
+
+
+def _reported(rng: random.Random, statuses: Sequence[str]) -> set[int]:
+    """Which completed tasks (by number) carry sensitive content reports: a few, or none."""
+    completed = [n for n, status in enumerate(statuses) if status == "completed"]
+    reported_count = int(len(completed) * _REPORTED_SHARE)
+    reported_count = reported_count or (1 if len(completed) >= _FEW else 0)
+    return set(rng.sample(completed, reported_count))
+
+
+def _labelled_completions(
+    rng: random.Random, created: Sequence[int], finished: Sequence[bool], precise: Sequence[bool]
+) -> list[int | None]:
+    """Each finished task's `completed_at`: its `created_at` and a lag; None for the others.
+
+    Finished tasks are taken in order of creation, a few at a time (about `_TASKS_PER_INSTANT`,
+    created at most `_TIE_SPAN` apart), each few completed at one instant `_MIN_LAG` to
+    `_MAX_LAG` after every one's creation. An instant is whole seconds when a task of its few is
+    rendered without a fraction (so that its text names the instant), else half of the time.
+    """
+    completed_at: list[int | None] = [None] * len(created)
+    done = sorted((n for n, yes in enumerate(finished) if yes), key=lambda n: (created[n], n))
+    few: list[int] = []
+    size = 0
+    for number in [*done, None]:
+        if few and (
+            number is None or len(few) == size or created[number] - created[few[0]] > _TIE_SPAN
+        ):
+            # At least _MIN_LAG after the last creation (a second more: cut to whole seconds),
+            # less than _MAX_LAG after the first.
+            first, last = created[few[0]], created[few[-1]]
+            spread = _MAX_LAG - (last - first) - _MIN_LAG - MICROS_PER_SECOND
+            moment = last + _MIN_LAG + MICROS_PER_SECOND + rng.randrange(spread)
+            whole = not all(precise[n] for n in few) or chance(rng, 0.5)
+            moment = instant(moment, precise=not whole)
+            for n in few:
+                completed_at[n] = moment
+            few = []
+        if number is not None:
+            if not few:
+                size = 1 + rng.randrange(2 * _TASKS_PER_INSTANT - 1)
+            few.append(number)
+    return completed_at
 
 
 def _completion_instants(rng: random.Random, start: int, count: int) -> list[int]:

@@ -1,7 +1,8 @@
 """Keyset pagination with opaque, signed `next_token`s bound to the query that issued them.
 
-Results are ordered by a key derived from each id's hash, so they look shuffled (Scale promises
-no order) yet are deterministic. A token names the last key served, not an offset: an item
+Results are ordered by a key derived from each id: by default its hash, so they look shuffled
+(Scale promises no order) yet are deterministic; a listing of tasks may be given another key
+(`tap_scale.testing.orders`). A token names the last key served, not an offset: an item
 inserted mid-pagination lands wherever its key falls, before or after the cursor, as it would
 on a real keyset-paginated API.
 
@@ -29,18 +30,21 @@ if t.TYPE_CHECKING:
 T = t.TypeVar("T")
 
 KEY_BYTES = 12
+# The longest key of any order (`tap_scale.testing.orders`: a batch's moment and id, and a hash).
+MAX_KEY_BYTES = 32
 # The cursor before every key: `bisect_right` puts it ahead of all of them, so a token holding
 # it resumes from the very start (as an empty page served for a first request must).
 START = b""
 _SCOPE_BYTES = 16
-# 6 bytes make both token lengths multiples of 3, so their base64 needs no padding; tokens only
-# need to differ from the few others issued for the same position, which 48 bits ensure.
+# 6 bytes make both token lengths of hashed keys multiples of 3, so their base64 needs no
+# padding; tokens only need to differ from the few others issued for the same position, which
+# 48 bits ensure.
 _NONCE_BYTES = 6
 _MAC_BYTES = 16
 _VERSION = b"\x02"  # 1 had no nonce; those tokens are refused like any other stranger's
 _HEADER_BYTES = len(_VERSION) + _SCOPE_BYTES + _NONCE_BYTES
-# A token holds a whole key, or none (START).
-_TOKEN_LENGTHS = (_HEADER_BYTES + _MAC_BYTES, _HEADER_BYTES + KEY_BYTES + _MAC_BYTES)
+# A token holds a whole key of its listing's order, or none (START).
+_TOKEN_LENGTHS = range(_HEADER_BYTES + _MAC_BYTES, _HEADER_BYTES + MAX_KEY_BYTES + _MAC_BYTES + 1)
 # The 400 messages for a next_token this API did not issue, or issued for another query.
 NOT_ISSUED_HERE = "Invalid next_token: it is not a token this API issued."
 ISSUED_FOR_ANOTHER_QUERY = (
@@ -57,12 +61,13 @@ def order_key(item_id: str) -> bytes:
 class SortedIndex:
     """Ids kept in order of their keys, for keyset pages."""
 
-    __slots__ = ("_ids", "_keys")
+    __slots__ = ("_ids", "_key", "_keys")
 
-    def __init__(self, ids: Iterable[str] = ()) -> None:
-        """Index these ids, sorting once (inserting one by one would be quadratic)."""
-        pairs = sorted((order_key(item_id), item_id) for item_id in ids)
-        self._keys = [key for key, _ in pairs]
+    def __init__(self, ids: Iterable[str] = (), key: Callable[[str], bytes] = order_key) -> None:
+        """Index these ids by `key`, a distinct key each, sorting once (not once per insertion)."""
+        self._key = key
+        pairs = sorted((key(item_id), item_id) for item_id in ids)
+        self._keys = [item_key for item_key, _ in pairs]
         self._ids = [item_id for _, item_id in pairs]
 
     def __len__(self) -> int:
@@ -71,7 +76,7 @@ class SortedIndex:
 
     def insert(self, item_id: str) -> None:
         """Add an id at the position its key gives it."""
-        key = order_key(item_id)
+        key = self._key(item_id)
         position = bisect_right(self._keys, key)
         self._keys.insert(position, key)
         self._ids.insert(position, item_id)

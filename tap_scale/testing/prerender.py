@@ -26,6 +26,8 @@ What is served from the cache, and what is not:
   issues a new one each time. As with the API's, a token is bound to its query: sent with another
   one it gets the API's 400. A cached listing's token sent with bounds that exclude a task goes
   to the API, which refuses it as a token it did not issue.
+- Pages list tasks in the simulator's order (`tap_scale.testing.orders`), as the API's do: a
+  listing is its project's index of tasks, filtered.
 - The world is meant to stay still while it is served: `ScaleSimulator.add_tasks` and
   `complete_tasks` drop every cached page and token.
 """

@@ -21,6 +21,7 @@ from tap_scale.testing.api import (
 )
 from tap_scale.testing.data import World
 from tap_scale.testing.faults import Faults
+from tap_scale.testing.orders import DEFAULT_ORDER
 from tap_scale.testing.prerender import STATS_PATH, PrerenderedApi, TaskQuery
 from tap_scale.testing.render import ALL_OPTS, Renderer, nest_markers
 from tap_scale.testing.server import Outcome, SimulatorHTTPServer, respond_with_faults
@@ -52,6 +53,13 @@ class ScaleSimulator:
     With `prerendered=True` it answers `GET /v2/tasks` from pages rendered once and kept as
     bytes (`tap_scale.testing.prerender` says which requests), for benchmarks: call
     `prerender_tasks` before measuring, and read `serving_stats` (or `GET /_simulator/stats`).
+
+    `order` is the order listings of tasks follow, in both modes: `shuffled` (the default),
+    `newest-first`, `oldest-first` or `by-batch` (`tap_scale.testing.orders`). With
+    `labelled_over_days`, each project's tasks are created over that many days and each is
+    completed hours to two days after its creation; by default (None) they are created over a
+    couple of days and completed within three days unrelated to their creation
+    (`tap_scale.testing.data`).
     """
 
     def __init__(  # noqa: PLR0913 - every knob is keyword-only and has a default
@@ -65,8 +73,14 @@ class ScaleSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
         prerendered: bool = False,
+        order: str = DEFAULT_ORDER,
+        labelled_over_days: int | None = None,
     ) -> None:
-        """Generate the world; nothing is served until `start`."""
+        """Generate the world; nothing is served until `start`.
+
+        Raises:
+            ValueError: for an order not in `ORDERS`, or `labelled_over_days` below 1.
+        """
         self.api_key = api_key
         self.faults = Faults()
         self._world = World(
@@ -74,6 +88,8 @@ class ScaleSimulator:
             projects=projects,
             batches_per_project=batches_per_project,
             tasks_per_project=tasks_per_project,
+            order=order,
+            labelled_over_days=labelled_over_days,
         )
         self._store = self._world.store
         self._render = Renderer(self._store)
@@ -88,6 +104,11 @@ class ScaleSimulator:
         self._log_lock = threading.Lock()
         # Every answer's status, however long the run (the log keeps only the latest).
         self._statuses: collections.Counter[str] = collections.Counter()
+
+    @property
+    def order(self) -> str:
+        """The order listings of tasks follow (one of `tap_scale.testing.orders.ORDERS`)."""
+        return self._store.order
 
     # Serving
 
@@ -428,9 +449,10 @@ class ScaleSimulator:
 
         Completed ones all get `completed_at` (an aware datetime, cut to milliseconds) or the
         server's now (`now()`): one instant, a tie. Without `batch_id` they join the project's
-        newest batch. Each lands at a pseudo-random place in listings, so one added
-        mid-pagination may come before the cursor and be missed by that pagination, as on a
-        real keyset-paginated API.
+        newest batch, created within the hour before their completion (or now). Each lands where
+        the simulator's `order` puts it in listings (a pseudo-random place when shuffled), so
+        one added mid-pagination may come before the cursor and be missed by that pagination,
+        as on a real keyset-paginated API.
         """
         if completed_at is None and self.faults.clock_skew:
             completed_at = self.now()

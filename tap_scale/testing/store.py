@@ -2,6 +2,8 @@
 
 Server threads read while tests change the world, so every read of an index or a lookup that
 must be consistent with one happens under `lock`. Records are immutable: a change replaces one.
+The indexes of tasks (a project's, a delivery's) follow the store's `order`
+(`tap_scale.testing.orders`); every other index is shuffled.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import threading
 import typing as t
 from collections import defaultdict
 
+from tap_scale.testing.orders import DEFAULT_ORDER, task_order
 from tap_scale.testing.pagination import SortedIndex
 
 if t.TYPE_CHECKING:
@@ -30,17 +33,20 @@ if t.TYPE_CHECKING:
 class Store:
     """Every record of one simulated Scale account, with the indexes its listings use."""
 
-    def __init__(self) -> None:
-        """An empty account."""
+    def __init__(self, order: str = DEFAULT_ORDER) -> None:
+        """An empty account whose listings of tasks follow this order (one of `ORDERS`)."""
         # Re-entrant, so a change can call lookups that take the lock themselves.
         self.lock = threading.RLock()
+        self.order = order
         self.projects: dict[str, ProjectRecord] = {}
         self.project_ids_by_name: dict[str, str] = {}
         self.batches: dict[str, BatchRecord] = {}
         self.batch_ids_by_name: dict[str, str] = {}
         self.batches_of_project: dict[str, SortedIndex] = defaultdict(SortedIndex)
         self.tasks: dict[str, TaskRecord] = {}
-        self.tasks_of_project: dict[str, SortedIndex] = defaultdict(SortedIndex)
+        # A task's key in listings, from its stored record: index a task once it is stored.
+        self.task_key = task_order(order, self.tasks, self.batches)
+        self.tasks_of_project: dict[str, SortedIndex] = defaultdict(self.task_index)
         self.deliveries: dict[str, DeliveryRecord] = {}
         self.tasks_of_delivery: dict[str, SortedIndex] = {}
         # task id -> the deliveries that delivered it, oldest first (a task may be re-delivered)
@@ -77,10 +83,14 @@ class Store:
                 index = self.tasks_of_project[project_id]
                 if len(index) == 0:
                     # Bulk generation: one sort instead of one insertion per task.
-                    self.tasks_of_project[project_id] = SortedIndex(task_ids)
+                    self.tasks_of_project[project_id] = self.task_index(task_ids)
                 else:
                     for task_id in task_ids:
                         index.insert(task_id)
+
+    def task_index(self, task_ids: Iterable[str] = ()) -> SortedIndex:
+        """A listing of these stored tasks, in the store's order."""
+        return SortedIndex(task_ids, self.task_key)
 
     def replace_task(self, task: TaskRecord) -> None:
         """Store the new state of an existing task (its place in listings does not change)."""
@@ -91,7 +101,7 @@ class Store:
         """Add a delivery of a project's tasks."""
         with self.lock:
             self.deliveries[delivery.delivery_id] = delivery
-            self.tasks_of_delivery[delivery.delivery_id] = SortedIndex(delivery.task_ids)
+            self.tasks_of_delivery[delivery.delivery_id] = self.task_index(delivery.task_ids)
             for task_id in delivery.task_ids:
                 self.deliveries_of_task[task_id].append(delivery.delivery_id)
 
