@@ -10,15 +10,37 @@ retries like any other.
 urllib3 makes the connection objects, so the connection classes of its pools are replaced
 (`ConnectionCls`, urllib3's own extension point) by ones that tell the request's deadline which
 socket to shut.
+
+Who does what:
+
+- The thread sending a request owns its `_Deadline`: it registers it with the watcher as the
+  request starts, keeps it in `_current` (a thread-local) while urllib3 connects and reads, and
+  cancels it when the request ends. A session, its adapter and its pools are never shared: each
+  reader thread mounts its own session; they share only a `Throttle` and the one watcher.
+- One watcher thread per process (`_Watcher`, a daemon started on first use, and started again
+  if it ever died, as after a fork) holds every pending deadline in a heap by due time. It sleeps
+  until the earliest is due, or until an earlier one is registered, then marks each due deadline
+  expired and shuts its socket. No thread is started per request.
+- The watcher's one lock (under its condition) guards the heap, the count of cancelled entries
+  in it, and each deadline's state (pending, cancelled, expired) and connection. A socket is shut
+  while that lock is held, so once a request has cancelled its deadline, nothing shuts its socket
+  again (the connection may then serve the session's next request).
+- A cancelled deadline stays in the heap until it reaches the top, where it is dropped, or until
+  cancelled ones are more than half the heap, which is then rebuilt without them: the heap holds
+  at most about twice the requests in flight, however many are sent.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
+import os
 import socket
 import sys
 import threading
+import time
 import typing as t
 
 import requests
@@ -47,35 +69,99 @@ class _Deadline:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self.due = 0.0  # on the monotonic clock, set as the request starts
+        # Set by the watcher only; read without its lock by the thread of the request.
         self.expired = False
-        self._connection: HTTPConnection | None = None
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
+        # Guarded by the watcher's lock.
+        self.cancelled = False
+        self.connection: HTTPConnection | None = None
 
     def __enter__(self) -> Self:
         _current.deadline = self
-        self._timer.start()
+        _watcher.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        _watcher.cancel(self)
         _current.deadline = None
 
-    def watch(self, connection: HTTPConnection) -> None:
-        """The request now uses this connection (its socket may not exist yet)."""
-        with self._lock:
-            self._connection = connection
-            expired = self.expired
-        if expired:  # it passed while connecting
-            _shut(connection)
 
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            connection = self._connection
-        if connection is not None:
-            _shut(connection)
+class _Watcher:
+    """The one thread that shuts the sockets of requests whose deadline has passed."""
+
+    def __init__(self) -> None:
+        self.start_afresh()
+
+    def start_afresh(self) -> None:
+        """No deadlines, no thread yet; also in a forked child, whose requests are all its own.
+
+        The child's copy of the lock may be held by a thread that was not forked with it.
+        """
+        self._changed = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._cancelled = 0  # cancelled deadlines still in the heap
+        self._order = itertools.count()  # breaks ties between equal due times
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: _Deadline) -> None:
+        """Start counting down a request's deadline."""
+        with self._changed:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="tap-scale-deadlines", daemon=True
+                )
+                self._thread.start()
+            deadline.due = time.monotonic() + deadline.seconds
+            heapq.heappush(self._heap, (deadline.due, next(self._order), deadline))
+            if self._heap[0][2] is deadline:  # earlier than the one the watcher sleeps until
+                self._changed.notify()
+
+    def watch(self, deadline: _Deadline, connection: HTTPConnection) -> None:
+        """The request now uses this connection; shut its socket if the deadline has passed."""
+        with self._changed:
+            deadline.connection = connection
+            if deadline.expired:  # it passed while connecting
+                _shut(connection)
+
+    def cancel(self, deadline: _Deadline) -> None:
+        """The request has ended: its socket is no longer the deadline's to shut."""
+        with self._changed:
+            if deadline.expired or deadline.cancelled:
+                return
+            deadline.cancelled = True
+            deadline.connection = None
+            self._cancelled += 1
+            self._drop_cancelled_at_top()
+            if 2 * self._cancelled > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
+
+    def pending(self) -> int:
+        """How many deadlines the heap holds, cancelled ones not yet dropped included."""
+        with self._changed:
+            return len(self._heap)
+
+    def _drop_cancelled_at_top(self) -> None:
+        while self._heap and self._heap[0][2].cancelled:
+            heapq.heappop(self._heap)
+            self._cancelled -= 1
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                self._drop_cancelled_at_top()
+                if not self._heap:
+                    self._changed.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._changed.wait(wait)
+                    continue
+                deadline = heapq.heappop(self._heap)[2]
+                deadline.expired = True
+                if deadline.connection is not None:
+                    _shut(deadline.connection)
 
 
 def _shut(connection: HTTPConnection) -> None:
@@ -86,6 +172,16 @@ def _shut(connection: HTTPConnection) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
+_watcher = _Watcher()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_watcher.start_afresh)
+
+
+def pending_deadlines() -> int:
+    """How many deadlines the watcher holds, cancelled ones not yet dropped included (for tests)."""
+    return _watcher.pending()
+
+
 # Each thread makes one request at a time; its deadline is found here by its connection.
 _current = threading.local()
 
@@ -93,7 +189,7 @@ _current = threading.local()
 def _watch(connection: HTTPConnection) -> None:
     deadline: _Deadline | None = getattr(_current, "deadline", None)
     if deadline is not None:
-        deadline.watch(connection)
+        _watcher.watch(deadline, connection)
 
 
 class _CutByTheDeadline(logging.Filter):
@@ -164,12 +260,12 @@ class DeadlineAdapter(HTTPAdapter):
     def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:  # noqa: ANN401
         """Make the pool manager, with connections that tell their deadline their socket."""
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOLS
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)  # its own: changes stay in it
 
     def proxy_manager_for(self, *args: t.Any, **kwargs: t.Any) -> PoolManager:  # noqa: ANN401
         """The proxy's pool manager, with the same connections."""
         manager: PoolManager = super().proxy_manager_for(*args, **kwargs)
-        manager.pool_classes_by_scheme = _POOLS
+        manager.pool_classes_by_scheme = dict(_POOLS)
         return manager
 
     def send(
