@@ -115,7 +115,7 @@ def page_body(
     """The JSON object a Scale response carries, parsed once per response.
 
     ``fast`` is tried first where a stream parses its pages in a faster shape of its own
-    (`tap_scale.task_pages`); a body it returns None for is parsed the usual way.
+    (`tap_scale.reading.task_pages`); a body it returns None for is parsed the usual way.
 
     Parsed strictly (msgspec) when it can be; a body that strict parsing refuses but that is
     JSON to a lenient reader (a lone UTF-16 surrogate escape, bytes that are not UTF-8, NaN) is

@@ -13,11 +13,9 @@ import backoff
 from singer_sdk import RESTStream, metrics
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
-from singer_sdk.helpers._state import SIGNPOST_MARKER
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.singerlib.catalog import REPLICATION_INCREMENTAL
-from singer_sdk.streams.rest import PageContext
 
 from tap_scale import settings, transport
 from tap_scale.answers import (
@@ -40,7 +38,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from collections.abc import Generator, Iterator
+    from collections.abc import Generator
 
     import requests
     from backoff.types import Details
@@ -48,6 +46,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.tap_base import Tap
 
     from tap_scale.progress import SyncProgress
+    from tap_scale.reading.throttle import Throttle
     from tap_scale.selection import Selection
     from tap_scale.tap import TapScale
 
@@ -184,9 +183,20 @@ class ScaleStream(RESTStream[str | None]):
         quiet(self.logger)
 
     @property
+    def scale_tap(self) -> TapScale:
+        """The tap this stream belongs to: what every stream of a sync shares."""
+        # The SDK keeps the tap as `Stream._tap` (tests/test_sdk_coupling.py guards it).
+        return t.cast("TapScale", self._tap)
+
+    @property
     def progress(self) -> SyncProgress:
         """The sync's progress, shared by every stream."""
-        return t.cast("TapScale", self._tap).progress
+        return self.scale_tap.progress
+
+    @property
+    def throttle(self) -> Throttle:
+        """The slots of requests in flight, shared by every stream and reader of a sync."""
+        return self.scale_tap.throttle
 
     @override
     def get_record_counter(
@@ -200,7 +210,7 @@ class ScaleStream(RESTStream[str | None]):
         # The SDK calls this once per stream as the whole sync ends: the last call logs the
         # sync's summary.
         super().log_sync_costs()
-        self.progress.ended(self.name, streams=len(self._tap.streams))
+        self.progress.ended(self.name, streams=len(self.scale_tap.streams))
 
     @override
     def post_process(
@@ -266,12 +276,12 @@ class ScaleStream(RESTStream[str | None]):
     @property
     def selection(self) -> Selection:
         """What this sync covers, resolved once for the whole tap."""
-        return t.cast("TapScale", self._tap).selection
+        return self.scale_tap.selection
 
     @property
     def server_clock(self) -> ServerClock:
         """Scale's clock, read from the Date header of every response, shared by every stream."""
-        return t.cast("TapScale", self._tap).server_clock
+        return self.scale_tap.server_clock
 
     @cached_property
     def sync_started_at(self) -> datetime:
@@ -316,7 +326,7 @@ class ScaleStream(RESTStream[str | None]):
         partitions it syncs in one go), so each partition gets its own here.
         """
         if context is not None and (signpost := self.get_replication_key_signpost(context)):
-            self.get_context_state(context)[SIGNPOST_MARKER] = signpost
+            self.state_manager.write_replication_key_signpost(signpost, context=context)
 
     def lower_bound(
         self,
@@ -334,7 +344,7 @@ class ScaleStream(RESTStream[str | None]):
         partition is read again rather than never.
 
         With ``now``, the bound as it would be at that time, asked before Scale's clock is
-        known (`tap_scale.first_pages`): nothing is logged, and the state is only read.
+        known (`TasksStream.ask_first_pages`): nothing is logged, and the state is only read.
         """
         if now is None:
             state = self.get_context_state(context)
@@ -405,7 +415,13 @@ class ScaleStream(RESTStream[str | None]):
     @override
     @property
     def requests_session(self) -> requests.Session:
-        return transport.mount(super().requests_session, t.cast("TapScale", self._tap).throttle)
+        # The sync's own thread's session. Reader threads each have their own
+        # (`tap_scale.reading.http_pages`): requests does not promise a session is thread-safe.
+        return transport.mount(super().requests_session, self.throttle)
+
+    def request_headers(self) -> dict[str, str]:
+        """Every header of a request to Scale, the key's among them."""
+        return {**self.http_headers, **self.authenticator.auth_headers}
 
     @override
     def backoff_max_tries(self) -> int:
@@ -494,6 +510,15 @@ class ScaleStream(RESTStream[str | None]):
 
     @override
     def validate_response(self, response: requests.Response) -> None:
+        self.check_answer(response)
+        # Parsing here, inside the retried call, makes a 200 with a broken body a retry.
+        self.read_body(response)
+
+    def check_answer(self, response: requests.Response) -> None:
+        """Note Scale's clock, and raise what the status means: a retry, or a fatal error.
+
+        Keeps no state of the stream's: reader threads call it too.
+        """
         self.server_clock.observe(response)
         status = response.status_code
         if status in RETRIABLE_STATUSES:
@@ -513,12 +538,10 @@ class ScaleStream(RESTStream[str | None]):
                 f"{text.rstrip('.')}. {advice}"
             )
             raise ScaleAPIError(msg.rstrip(), status, text)
-        self.before_parsing()
-        # Parsing here, inside the retried call, makes a 200 with a broken body a retry.
-        page_body(response, warn=self.logger.warning, fast=self.fast_page_body)
 
-    def before_parsing(self) -> None:
-        """Called before a good response's body is parsed; `TasksStream` waits for room."""
+    def read_body(self, response: requests.Response) -> dict[str, t.Any]:
+        """The answer's JSON object, parsed once (the stream's fast shape where it has one)."""
+        return page_body(response, warn=self.logger.warning, fast=self.fast_page_body)
 
     def fast_page_body(self, content: bytes) -> dict[str, t.Any] | None:
         """A page's body in a faster shape than the usual parse, or None (the usual parse)."""
@@ -537,35 +560,6 @@ class ScaleStream(RESTStream[str | None]):
             )
         return f" (Retry-After: {header})"
 
-    def pages(self, context: Context | None) -> Iterator[tuple[list[dict[str, t.Any]], bool]]:
-        """Each page of a listing, requested as the SDK's ``request_records`` requests them.
-
-        Yields each page's records and whether more pages follow, for readers that decide
-        what to do after a first page (``tap_scale.prefetch``).
-        """
-        paginator = self.get_new_paginator()
-        send = self.request_decorator(self._request)
-        while not paginator.finished:
-            page = PageContext(stream_context=context, next_page_token=paginator.current_value)
-            request = self.get_http_request(page=page)
-            prepared = self.build_prepared_request(
-                method=request.method,
-                url=request.url,
-                params=request.encode_params(),
-                headers=request.headers,
-            )
-            response = send(prepared, context)
-            self.update_sync_costs(prepared, response, context)
-            records = list(self.parse_response(response))
-            if not records and not paginator.continue_if_empty(response):
-                yield records, False  # as the SDK's loop, an empty last page ends the listing
-                return
-            paginator.advance(response)
-            # The response's body is not kept while its records wait to be emitted and the
-            # next page is fetched: 1.6 MB a page, per reader.
-            del response
-            yield records, not paginator.finished
-
     def fetch(self, path: str, params: dict[str, t.Any]) -> dict[str, t.Any]:
         """GET one Scale object outside a sync (name lookups), with the same retries and checks."""
         request = self.build_prepared_request(
@@ -574,9 +568,16 @@ class ScaleStream(RESTStream[str | None]):
             params=params,
             headers=self.http_headers,
         )
-        # The SDK's own request path: the backoff decorator around its authenticated send.
-        response = self.request_decorator(self._request)(request, None)
+        response = self.request_decorator(self._send_once)(request, None)
         return page_body(response)
+
+    def _send_once(
+        self, request: requests.PreparedRequest, context: Context | None
+    ) -> requests.Response:
+        del context  # the SDK's signature for what its retries wrap
+        response = self.requests_session.send(self.authenticator(request), timeout=self.timeout)
+        self.validate_response(response)
+        return response
 
 
 _EARLIEST = datetime.min.replace(tzinfo=timezone.utc)

@@ -24,7 +24,7 @@ MALLOC_ARENAS = 2
 # after which Scale's 1.5 MB bodies come from the arenas, among small objects that outlive
 # them, and the heap only grows. Fixed, with eight readers on 100,000 tasks (three projects, no
 # latency): a peak of 89-91 MB instead of 155-163 MB, in the same 21-22 s, once checking a page's
-# UTF-8 no longer mapped fresh memory for its text (`tap_scale.task_pages`).
+# UTF-8 no longer mapped fresh memory for its text (`tap_scale.reading.task_pages`).
 MMAP_THRESHOLD = 128 * 1024
 
 

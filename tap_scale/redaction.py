@@ -57,7 +57,7 @@ def redact_bytes(data: bytes | bytearray) -> bytes | bytearray:
 def may_hide_secrets(json_text: bytes) -> bool:
     r"""Whether raw JSON may spell a registered secret in escapes, which `redact_bytes` cannot see.
 
-    JSON text copied out as it came (`tap_scale.task_pages`) is redacted as bytes, so a key
+    JSON text copied out as it came (`tap_scale.reading.task_pages`) is redacted as bytes, so a key
     written `\u006c\u0069...` would pass and be read whole by the target. Text for which this
     is True must be parsed and written anew, which writes every character plainly.
     """

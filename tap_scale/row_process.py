@@ -347,7 +347,8 @@ def main() -> None:
 def _write_all(report: Callable[..., None], totals: dict[str, int]) -> None:  # noqa: C901
     """The process's loop: each frame written or derived and written, in order."""
     # Imported once the signals are set: they take a moment.
-    from tap_scale import memory, redaction, task_pages  # noqa: PLC0415
+    from tap_scale import memory, redaction  # noqa: PLC0415
+    from tap_scale.reading import task_pages  # noqa: PLC0415
     from tap_scale.row_messages import HOLDS, RowMessages  # noqa: PLC0415
 
     memory.tune()  # as the tap's: the same objects made and freed

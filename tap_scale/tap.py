@@ -22,9 +22,9 @@ from tap_scale.client import (
 from tap_scale.inputs import InputError
 from tap_scale.models import TASK_STATUSES
 from tap_scale.progress import DEFAULT_INTERVAL, SyncProgress
+from tap_scale.reading.throttle import Throttle
 from tap_scale.selection import Selection
 from tap_scale.streams.tasks import DEFAULT_MAX_CONCURRENCY
-from tap_scale.throttle import Throttle
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -227,7 +227,7 @@ class TapScale(CheckedTap):
 
     @cached_property
     def throttle(self) -> Throttle:
-        """The slots of requests in flight, fewer while Scale answers 429 (`tap_scale.throttle`)."""
+        """The slots of requests in flight, fewer while Scale answers 429 (`reading.throttle`)."""
         return Throttle(self.config.get("max_concurrency", DEFAULT_MAX_CONCURRENCY), self.logger)
 
     @cached_property

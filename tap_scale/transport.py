@@ -57,7 +57,7 @@ if t.TYPE_CHECKING:
     from typing_extensions import Self
     from urllib3.poolmanager import PoolManager
 
-    from tap_scale.throttle import Throttle
+    from tap_scale.reading.throttle import Throttle
 
 
 class RequestDeadlineExceeded(requests.exceptions.Timeout):

@@ -128,7 +128,8 @@ def test_a_server_clock_behind_by_more_than_the_lookback_loses_no_task(
     started = simulator.now()
     y = simulator.add_tasks(project, 1, completed_at=started + timedelta(minutes=20))
     first = run_tap(tmp_path, config)
-    # The first page, asked for beside the lookup, has no upper bound (`tap_scale.first_pages`).
+    # The first page, asked for beside the lookup, has no upper bound
+    # (`TasksStream.ask_first_pages`).
     bounds = {
         r["params"]["completed_before"][0]
         for r in simulator.requests

@@ -1,5 +1,5 @@
 """Each configured project's first page is asked for beside the scope's lookup
-(`tap_scale.first_pages`): one round trip where there were two, and nothing else changes."""
+(`TasksStream.ask_first_pages`): one round trip where there were two, and nothing else changes."""
 
 from __future__ import annotations
 

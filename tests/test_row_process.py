@@ -55,12 +55,15 @@ def _run(args: list[str], *, cores: set[int] | None = None) -> tuple[int, bytes,
 
 
 def _comparable(messages: list[dict[str, t.Any]]) -> list[str]:
-    """The records and schemas as text, in an order of their own: the two processes interleave
-    tasks and rows differently, and each message is timed as written."""
+    """The distinct records and schemas as text, in an order of their own: the two processes
+    interleave tasks and rows differently, each message is timed as written, and a task read by
+    two windows (on an edge, or in a window cut up while read) is written twice by either."""
     return sorted(
-        json.dumps({k: v for k, v in m.items() if k != "time_extracted"}, sort_keys=True)
-        for m in messages
-        if m["type"] in {"RECORD", "SCHEMA"}
+        {
+            json.dumps({k: v for k, v in m.items() if k != "time_extracted"}, sort_keys=True)
+            for m in messages
+            if m["type"] in {"RECORD", "SCHEMA"}
+        }
     )
 
 

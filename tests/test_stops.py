@@ -19,9 +19,7 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from singer_sdk.helpers._state import SIGNPOST_MARKER, finalize_state_progress_markers
 
-from tap_scale.tap import TapScale
 from tests.tap_run import run_tap, tap_args
 from tests.test_resilience import keyed
 
@@ -250,37 +248,3 @@ def test_an_error_nothing_else_names_is_still_one_paragraph_and_exit_1(
     assert "ZeroDivisionError: division by zero" in stops[0]
     assert "Fix the `stream_maps` setting" in stops[0]
     assert "Traceback" not in run.stderr
-
-
-def test_the_sdk_still_does_what_tap_scale_relies_on() -> None:
-    """Two SDK behaviours with no public promise; if the SDK changes, this test says which.
-
-    - `singer_sdk.plugin_base.PluginBase._setup_signal_handlers` is called as a tap is made, to
-      install the SDK's handlers (which exit 0); `TapScale` overrides it to install its own.
-    - `singer_sdk.helpers._state.finalize_state_progress_markers` caps a bookmark at the
-      partition's `replication_key_signpost`, which `ScaleStream.cap_bookmark` writes.
-    """
-    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        TapScale(config={"api_key": "test_key", "api_url": "http://localhost:1/v2"})
-        for signum in saved:
-            handler = signal.getsignal(signum)
-            assert getattr(handler, "__module__", "") == "tap_scale.stops", (
-                f"{signal.Signals(signum).name} is handled by {handler!r}: the SDK no longer "
-                "installs signal handlers in PluginBase._setup_signal_handlers"
-            )
-    finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
-
-    partition = {
-        SIGNPOST_MARKER: "2025-01-01T00:00:00.000000Z",
-        "progress_markers": {
-            "replication_key": "completed_at",
-            "replication_key_value": "2999-01-01T00:00:00.000000Z",
-        },
-    }
-    finalize_state_progress_markers(partition)
-    assert partition["replication_key_value"] == "2025-01-01T00:00:00.000000Z", (
-        "the SDK no longer caps a bookmark at its signpost (finalize_state_progress_markers)"
-    )

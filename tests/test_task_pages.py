@@ -1,5 +1,6 @@
-"""Task pages parsed for speed (`tap_scale.task_pages`): each thread's turns go out as Scale sent
-them, every other value as before, and a page that is not clean strict JSON is read the usual way.
+"""Task pages parsed for speed (`tap_scale.reading.task_pages`): each thread's turns go out as
+Scale sent them, every other value as before, and a page that is not clean strict JSON is read
+the usual way.
 How fast it is `make bench` measures; these prove that nothing changes on the way.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 import typing as t
 
-from tap_scale import task_pages
+from tap_scale.reading import task_pages
 from tap_scale.testing.reshape import LATIN1_WORD, PASTED
 from tests.tap_run import by_id, discover, run_tap, select
 from tests.test_resilience import keyed

@@ -6,21 +6,13 @@ the rows derived from the tasks the same run read, and against Scale's truth.
 
 from __future__ import annotations
 
-import inspect
-import io
-import json
-import re
-import sys
 import typing as t
 
 import jsonschema
 import msgspec
-from singer_sdk import Stream
 
 from tap_scale import task_rows
 from tap_scale.models import utc_timestamp
-from tap_scale.row_messages import RowMessages
-from tap_scale.streams.row_writer import PRIVATE_SDK_METHODS, RowOutput
 from tap_scale.tap import TapScale
 from tap_scale.testing import ScaleSimulator
 from tests.tap_run import run_tap as run_tap_in
@@ -30,9 +22,6 @@ from tests.test_task_rows import every_annotation
 if t.TYPE_CHECKING:
     from pathlib import Path
 
-    import pytest
-
-    from tap_scale.streams.task_rows import TaskRowsStream
     from tests.tap_run import TapRun
 
 Row = dict[str, t.Any]
@@ -260,70 +249,6 @@ def test_stream_maps_and_deselected_fields_apply_to_derived_streams(
         {k: v for k, v in row.items() if k != "key"} for row in derived(tasks, "task_preferences")
     ]
     assert all("key" not in record for record in run.records("task_preferences"))
-
-
-def test_the_private_sdk_methods_relied_on_still_write_what_rows_are_written_as(
-    config: dict[str, t.Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in PRIVATE_SDK_METHODS:
-        method = getattr(Stream, name, None)
-        assert callable(method), (
-            f"singer_sdk.Stream.{name} is gone: tap_scale/streams/row_writer.py uses it"
-        )
-    assert list(inspect.signature(Stream._write_schema_message).parameters) == ["self"], (  # noqa: SLF001
-        "singer_sdk.Stream._write_schema_message changed: tap_scale/streams/row_writer.py calls it"
-    )
-    assert list(inspect.signature(Stream._write_record_message).parameters) == ["self", "record"], (  # noqa: SLF001
-        "singer_sdk.Stream._write_record_message changed: tap_scale/streams/row_writer.py calls it"
-    )
-
-    task = {
-        "task_id": "task_1",
-        "project": "project_1",
-        "batch": None,
-        "completed_at": "2025-01-02T03:04:05.000000Z",
-        "threads": [
-            {
-                "id": "th",
-                "turns": [],
-                "annotations": [{"id": "an", "key": "é", "type": "integer", "value": 3}],
-            }
-        ],
-    }
-    (row,) = task_rows.annotation_rows(task)
-    record = msgspec.to_builtins(row)
-    written = io.BytesIO()
-    stdout = io.TextIOWrapper(written)
-    monkeypatch.setattr(sys, "stdout", stdout)
-    tap = TapScale(config=config)
-    stream = t.cast("TaskRowsStream", tap.streams["task_annotations"])
-    output = RowOutput(stream, tap.progress)  # writes the SCHEMA message through the SDK
-    assert output.direct
-    stream._write_record_message(dict(record))  # noqa: SLF001
-    payload, counts = RowMessages({"annotations": output.alias}).encode(task)
-    assert counts == (0, 1, 0)
-    stdout.flush()
-    written.write(payload)
-    stdout.flush()
-    schema_line, sdk_line, direct_line = written.getvalue().splitlines()
-
-    assert json.loads(schema_line)["type"] == "SCHEMA", (
-        "singer_sdk.Stream._write_schema_message no longer writes a SCHEMA message"
-    )
-    moment = re.compile(rb'"time_extracted":"[^"]+"')
-    sdk_time = moment.search(sdk_line)
-    assert sdk_time is not None
-    assert re.fullmatch(rb'"time_extracted":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"', sdk_time[0])
-    # The same message, the same keys in the same order, but for the time and the order of the
-    # record's columns (row_messages writes those an annotation shares with its list first).
-    sdk_message, direct_message = json.loads(sdk_line), json.loads(direct_line)
-    assert list(sdk_message) == list(direct_message)
-    del sdk_message["time_extracted"], direct_message["time_extracted"]
-    assert sdk_message == direct_message, (
-        "singer_sdk.Stream._write_record_message writes records differently from "
-        "tap_scale/row_messages.py, which encodes the rows of streams without stream maps"
-    )
-    assert direct_message["record"] == record
 
 
 def test_rows_are_counted_in_the_summary_and_written_through_the_redacting_writer(

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tap_scale import transport
-from tap_scale.throttle import Throttle
+from tap_scale.reading.throttle import Throttle
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator

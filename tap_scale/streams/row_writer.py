@@ -17,7 +17,8 @@ import typing as t
 import msgspec
 from singer_sdk.mapper import SameRecordTransform
 
-from tap_scale import task_pages, task_rows
+from tap_scale import task_rows
+from tap_scale.reading import task_pages
 from tap_scale.row_messages import HOLDS, RowMessages
 
 if t.TYPE_CHECKING:
