@@ -21,10 +21,13 @@ in time, so that a slice misleads at most half of them.
   at that density (or, after an empty stretch, at most `GROWTH` times that window's length), and
   the rest waits, whole, to be sized by what the reads show by then. That costs nothing: none of
   it was asked for yet.
-- A window whose first page says more follow is estimated from its neighbourhood (the densest of
-  its nearest neighbours that showed anything), or, with none, as twice what its page shows. If
-  that is bigger than a chain should be, or readers are idle with nothing else to take, the page
-  is set aside and the window cut up, half at its sample's quantiles and half evenly.
+- A window whose first page says more follow is estimated from its neighbourhood (the densest
+  of its nearest neighbours that showed anything), or, with none, as twice what its page shows.
+  If that is bigger than a chain should be, or readers are idle with nothing else to take, the
+  page is set aside and the window cut up, half at its sample's quantiles and half evenly, into
+  as many pieces as halfway, on a log scale, between what it surely holds and that estimate: a
+  dense neighbour's density over a long window next to it may be far off, and the pieces read
+  show the rest.
 - When readers are idle and nothing is left to take, the chain with most to gain is cut up and
   restarted, if the estimate says its remaining pages, shared among the idle readers, end sooner
   than the chain alone would. What that costs is the pages it had read, read again (counted in
@@ -362,11 +365,16 @@ class PartitionPlan:
                 self._floor = first - max((window.hi - first) * UNBOUNDED_REACH, 30 * DAY)
             pieces = max(INITIAL_WINDOWS, 2 * self._workers)
             return self._replace(window, self._cuts(window, moments, pieces))
-        estimate = self._estimate(window, len(moments) + 1)
+        lower = len(moments) + 1
+        estimate = self._estimate(window, lower)
         nothing_else = not self.has_pending
         if estimate <= CHAIN_PAGES * self._page_size and not (idle and nothing_else):
             return False
-        pieces = max(2, math.ceil(estimate / self._per_window))
+        # Its neighbourhood's density over all its length may be far off (a dense neighbour
+        # next to a stretch of nothing): it is cut into as many pieces as halfway, on a log
+        # scale, between what it surely holds and that; the pieces read show the rest.
+        halfway = math.sqrt(LOWER_BOUND_FACTOR * lower * estimate)
+        pieces = max(2, math.ceil(halfway / self._per_window))
         if idle and nothing_else:
             pieces = max(pieces, idle + 1)
         cuts = self._cuts(window, moments, min(pieces, 4 * self._workers))
