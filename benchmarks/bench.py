@@ -3,6 +3,7 @@
     python -m benchmarks.bench            # 10,000 and 100,000 tasks, 0 and 50 ms (make bench)
     python -m benchmarks.bench --quick    # 10,000 tasks only, 0 and 50 ms
     python -m benchmarks.bench --sizes 30000 --latencies 0,20,100
+    python -m benchmarks.bench --orders shuffled,newest-first   # the backfill legs' orders
 
 For each size and latency, a simulator is started in its own process (`python -m
 tap_scale.testing --prerender`) with that many completed tasks over three projects, every page
@@ -25,6 +26,10 @@ a client read. The simulator's own CPU during each run is shown too, and at 0 ms
 is measured with clients that read pages without parsing them, on one and on two connections,
 to show it serves faster than the fastest client reads. Every run is bounded by a timeout
 (`--run-timeout`); the report is a markdown table on stdout, progress goes to stderr.
+
+Then one project's first sync (`benchmarks.backfill`), in each order the simulator can list tasks
+in (`--orders`, all four by default). `--sizes 2000 --latencies 0`, CI's invocation, makes that a
+smoke test at 2,000 tasks and 0 ms, where only the first order gets every leg (see there).
 
 To run the tap leg alone, e.g. under a profiler: serve a simulator (`python -m tap_scale.testing
 --prerender --tasks-per-project 4504 --port 8765`: 10,002 completed tasks), write the tap's
@@ -56,12 +61,14 @@ from pathlib import Path
 from benchmarks import rlhf_rows
 from tap_scale.testing import DEFAULT_API_KEY
 from tap_scale.testing.data import status_counts
+from tap_scale.testing.orders import DEFAULT_ORDER, ORDERS
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from types import TracebackType
 
 PROJECTS = 3
+BATCHES_PER_PROJECT = 2
 PAGE_SIZE = 100
 # The most readers tap-scale allows, as a user wanting the fastest sync would set it.
 MAX_CONCURRENCY = 8
@@ -139,14 +146,17 @@ class Endpoint:
 class Simulator:
     """A pre-rendering simulator in a process of its own, stopped on exit."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - every knob is keyword-only
         self,
         *,
         tasks_per_project: int,
         latency_ms: float,
         seed: int,
         projects: int = PROJECTS,
+        batches_per_project: int = BATCHES_PER_PROJECT,
         requests_per_second: float = 0.0,
+        order: str = DEFAULT_ORDER,
+        labelled_over_days: int | None = None,
     ) -> None:
         """Settings; nothing runs until the context is entered."""
         self.tasks_per_project = tasks_per_project
@@ -158,10 +168,14 @@ class Simulator:
             "--prerender",
             f"--seed={seed}",
             f"--projects={projects}",
+            f"--batches-per-project={batches_per_project}",
             f"--tasks-per-project={tasks_per_project}",
             f"--latency-ms={latency_ms:g}",
             f"--requests-per-second={requests_per_second:g}",
+            f"--order={order}",
         ]
+        if labelled_over_days is not None:
+            self.command.append(f"--labelled-over-days={labelled_over_days}")
         self._process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> Endpoint:
@@ -362,15 +376,20 @@ def measure(  # noqa: PLR0913 - what a run needs, all keyword-only
 # The tap's files
 
 
-def tap_config(url: str, api_key: str, project_ids: Sequence[str]) -> dict[str, t.Any]:
+def tap_config(
+    url: str, api_key: str, project_ids: Sequence[str], start_date: str | None = None
+) -> dict[str, t.Any]:
     """Settings for the tap leg: the projects' completed tasks, 100 per page, every opt."""
-    return {
+    config: dict[str, t.Any] = {
         "api_key": api_key,
         "api_url": url,
         "project_ids": list(project_ids),
         "task_statuses": ["completed"],
         "page_size": PAGE_SIZE,
     }
+    if start_date is not None:
+        config["start_date"] = start_date
+    return config
 
 
 def tasks_only(catalog: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -393,11 +412,18 @@ def with_concurrency(tap: Sequence[str], workers: int) -> list[str]:
     return command
 
 
-def prepare_tap(directory: Path, url: str, api_key: str, project_ids: Sequence[str]) -> list[str]:
+def prepare_tap(
+    directory: Path,
+    url: str,
+    api_key: str,
+    project_ids: Sequence[str],
+    start_date: str | None = None,
+) -> list[str]:
     """Write config.json and catalog.json (from `--discover`) there; returns the tap's command."""
     directory.mkdir(parents=True, exist_ok=True)
     config, catalog = directory / "config.json", directory / "catalog.json"
-    config.write_text(json.dumps(tap_config(url, api_key, project_ids), indent=2) + "\n")
+    settings = tap_config(url, api_key, project_ids, start_date)
+    config.write_text(json.dumps(settings, indent=2) + "\n")
     discovered = subprocess.run(  # noqa: S603 - the tap's own console script
         [tap_executable(), "--config", str(config), "--discover"],
         capture_output=True,
@@ -542,12 +568,27 @@ def parse_list(text: str, kind: type[float | int]) -> list[t.Any]:
         raise argparse.ArgumentTypeError(message) from error
 
 
+def parse_orders(text: str) -> list[str]:
+    """A comma-separated list of the simulator's orders (`shuffled,newest-first`)."""
+    orders = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [order for order in orders if order not in ORDERS]
+    if unknown or not orders:
+        message = f"not a comma-separated list of {', '.join(ORDERS)}: {text!r}"
+        raise argparse.ArgumentTypeError(message)
+    return list(dict.fromkeys(orders))
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line's settings."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.bench", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--quick", action="store_true", help="10,000 tasks only, at 0 and 50 ms")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="10,000 tasks only, at 0 and 50 ms; the backfill legs at 200 ms (in every order of "
+        "--orders)",
+    )
     parser.add_argument(
         "--sizes",
         type=lambda text: parse_list(text, int),
@@ -569,6 +610,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=lambda text: parse_list(text, float),
         help="latencies of the backfill legs' sweep (default: 0,200,1000; --quick: 200; or "
         "--latencies)",
+    )
+    parser.add_argument(
+        "--orders",
+        type=parse_orders,
+        default=list(ORDERS),
+        help="the orders the simulator lists tasks in for the backfill legs, comma-separated "
+        f"(default: {','.join(ORDERS)})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated world")
     parser.add_argument(
@@ -625,8 +673,8 @@ def run(args: argparse.Namespace, workdir: Path) -> bool:
     backfill_latencies = args.backfill_latencies or (
         args.latencies or ([200.0] if args.quick else list(backfill.LATENCIES_MS))
     )
-    backfill_lines, backfill_runs = backfill.run(
-        backfill_tasks, backfill_latencies, workdir, args.seed
+    backfill_lines, backfill_failures = backfill.run(
+        backfill.Plan(backfill_tasks, backfill_latencies, args.orders, args.seed), workdir
     )
     elapsed = time.monotonic() - started
     heading = (
@@ -647,12 +695,12 @@ def run(args: argparse.Namespace, workdir: Path) -> bool:
     ]
     failed = [run for _, runs in results for run in runs if run.problem]
     failed += [run for capacity in capacities for run in capacity.runs if run.problem]
-    failed += [run for run in backfill_runs if run.problem]
-    if failed:
+    failures = [(run.client, run.problem) for run in failed] + backfill_failures
+    if failures:
         report += ["", "⚠ Runs that do not count:"]
-        report += [f"- {run.client}: {run.problem}" for run in failed]
+        report += [f"- {client}: {problem}" for client, problem in failures]
     sys.stdout.write("\n".join(report) + "\n")
-    return not failed
+    return not failures
 
 
 def main(argv: Sequence[str] | None = None) -> int:
