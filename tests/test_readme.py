@@ -44,6 +44,7 @@ import duckdb
 import pytest
 import yaml
 
+from tap_scale.models import parse_timestamp
 from tap_scale.testing import ScaleSimulator
 from tests import postgres, readme
 
@@ -380,26 +381,35 @@ def test_usage_section_runs_as_written(reader: Reader, heading: str) -> None:
 
 
 @pytest.mark.readme("The simulator")
-def test_the_simulator_command_serves_until_ctrl_c() -> None:
+def test_the_simulator_commands_serve_until_ctrl_c() -> None:
     (block,) = readme.owned_blocks("The simulator", CLAIMS)
-    command = block.text.split("#")[0].split()
-    # Any free port (the machine is shared) instead of the README's example.
-    command[command.index("--port") + 1] = "0"
-    with subprocess.Popen(
-        command, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as server:
-        assert server.stdout is not None
-        printed = dict(pair.split("=", 1) for pair in server.stdout.readline().split())
-        request = urllib.request.Request(  # noqa: S310 - the simulator's own loopback URL
-            f"{printed['url']}/projects",
-            headers={"Authorization": f"Bearer {printed['api_key']}"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            assert json.load(response)["projects"]
-        server.send_signal(signal.SIGINT)  # Ctrl-C
-        _, stderr = server.communicate(timeout=30)
-    assert server.returncode == 0, stderr
-    assert "Traceback" not in stderr
+    lines = [line.split("#")[0].split() for line in block.text.splitlines() if line.strip()]
+    assert len(lines) == 2
+    for command in lines:
+        # Any free port (the machine is shared) instead of the README's example.
+        command[command.index("--port") + 1] = "0"
+        with subprocess.Popen(
+            command, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as server:
+            assert server.stdout is not None
+            printed = dict(pair.split("=", 1) for pair in server.stdout.readline().split())
+            headers = {"Authorization": f"Bearer {printed['api_key']}"}
+            request = urllib.request.Request(f"{printed['url']}/projects", headers=headers)  # noqa: S310 - the simulator's own loopback URL
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                project = json.load(response)["projects"][0]["id"]
+            listing = urllib.request.Request(  # noqa: S310
+                f"{printed['url']}/tasks?project_id={project}&status=completed&limit=100",
+                headers=headers,
+            )
+            with urllib.request.urlopen(listing, timeout=10) as response:  # noqa: S310
+                tasks = json.load(response)["tasks"]
+            created = [parse_timestamp(task["created_at"]) for task in tasks]
+            if "newest-first" in command:
+                assert created == sorted(created, reverse=True)
+            server.send_signal(signal.SIGINT)  # Ctrl-C
+            _, stderr = server.communicate(timeout=30)
+        assert server.returncode == 0, stderr
+        assert "Traceback" not in stderr
 
 
 @pytest.mark.readme("tap-scale", "Development")
