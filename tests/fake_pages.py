@@ -38,7 +38,11 @@ class Task:
 
     def record(self) -> dict[str, t.Any]:
         """The record a page holds for it."""
-        return {"task_id": self.task_id, "completed_at": self.completed_at}
+        return {
+            "task_id": self.task_id,
+            "completed_at": self.completed_at,
+            "created_at": self.created_at,
+        }
 
 
 def order_key(order: str) -> Callable[[Task], t.Any]:
@@ -72,6 +76,12 @@ def labelled(
 def moment(record: dict[str, t.Any]) -> int | None:
     """A fake record's `completed_at`."""
     value = record.get("completed_at")
+    return value if isinstance(value, int) else None
+
+
+def created(record: dict[str, t.Any]) -> int | None:
+    """A fake record's `created_at`."""
+    value = record.get("created_at")
     return value if isinstance(value, int) else None
 
 

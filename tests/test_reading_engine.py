@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tap_scale.reading.engine import Finished, ReadingEngine, Records, Spec, Watermark
-from tests.fake_pages import DAY, ORDERS, FakeWorld, Task, labelled, moment
+from tap_scale.reading.plan import PartitionPlan
+from tests.fake_pages import DAY, ORDERS, FakeWorld, Task, created, labelled, moment
 
 if t.TYPE_CHECKING:
     from collections.abc import Hashable
@@ -165,7 +166,9 @@ def test_every_task_is_emitted_and_no_watermark_passes_one_not_yet_emitted(
     case: tuple[FakeWorld, list[Spec], int],
 ) -> None:
     world, specs, workers = case
-    engine = ReadingEngine(world, workers=workers, page_size=world.page_size, moment=moment)
+    engine = ReadingEngine(
+        world, workers=workers, page_size=world.page_size, moment=moment, created=created
+    )
     outcome = consume(engine, world, specs)
     assert_every_task_out(world, specs, outcome)
 
@@ -178,7 +181,9 @@ def test_a_consumer_that_emits_nothing_still_gets_to_the_end(
 ) -> None:
     """What the consumer does with records (a stream not selected) changes no schedule."""
     world, specs, workers = case
-    engine = ReadingEngine(world, workers=workers, page_size=world.page_size, moment=moment)
+    engine = ReadingEngine(
+        world, workers=workers, page_size=world.page_size, moment=moment, created=created
+    )
     if prefetch:
         for spec in specs:
             engine.prefetch(spec.key, spec.context, None if spec.lo is None else spec.lo - 1)
@@ -205,7 +210,7 @@ def test_any_number_of_partitions_in_any_order_is_read_whole(order: str, partiti
         page_size=20,
     )
     specs = [Spec(key, key, NOW - 400 * DAY, NOW) for key in world.partitions]
-    engine = ReadingEngine(world, workers=4, page_size=20, moment=moment)
+    engine = ReadingEngine(world, workers=4, page_size=20, moment=moment, created=created)
     assert_every_task_out(world, specs, consume(engine, world, specs))
 
 
@@ -213,7 +218,7 @@ def test_each_reader_is_made_used_and_closed_by_one_thread() -> None:
     rng = random.Random(3)
     world = FakeWorld({"p": labelled(rng, 2000, start=NOW - 40 * DAY, days=28)}, page_size=10)
     specs = [Spec("p", "p", NOW - 365 * DAY, NOW)]
-    engine = ReadingEngine(world, workers=6, page_size=10, moment=moment)
+    engine = ReadingEngine(world, workers=6, page_size=10, moment=moment, created=created)
     # FakeReader asserts that only the thread that made it uses it, and not once closed.
     assert_every_task_out(world, specs, consume(engine, world, specs))
     assert world.readers == 6
@@ -223,7 +228,7 @@ def test_the_queue_holds_a_page_per_reader_however_slow_the_consumer() -> None:
     rng = random.Random(4)
     world = FakeWorld({"p": labelled(rng, 3000, start=NOW - 40 * DAY, days=28)}, page_size=10)
     workers = 4
-    engine = ReadingEngine(world, workers=workers, page_size=10, moment=moment)
+    engine = ReadingEngine(world, workers=workers, page_size=10, moment=moment, created=created)
     queued: list[int] = []
     original = engine._output.put  # noqa: SLF001 - the queue itself is what is measured
 
@@ -248,7 +253,9 @@ def test_a_failing_request_reaches_the_consumer_and_nothing_waits_forever() -> N
         failures={("p1", 25): LookupError("Scale said no")},
     )
     specs = [Spec(key, key, NOW - 365 * DAY, NOW) for key in world.partitions]
-    outcome = consume(ReadingEngine(world, workers=3, page_size=10, moment=moment), world, specs)
+    outcome = consume(
+        ReadingEngine(world, workers=3, page_size=10, moment=moment, created=created), world, specs
+    )
     assert isinstance(outcome.error, LookupError)
 
 
@@ -258,7 +265,9 @@ def test_a_source_that_stops_a_window_short_is_an_error_not_a_wait() -> None:
         {"p": labelled(rng, 500, start=NOW - 40 * DAY, days=28)}, page_size=10, stop_short=True
     )
     specs = [Spec("p", "p", NOW - 365 * DAY, NOW)]
-    outcome = consume(ReadingEngine(world, workers=2, page_size=10, moment=moment), world, specs)
+    outcome = consume(
+        ReadingEngine(world, workers=2, page_size=10, moment=moment, created=created), world, specs
+    )
     assert isinstance(outcome.error, RuntimeError)
     assert "without a last page" in str(outcome.error)
 
@@ -270,7 +279,7 @@ def test_closing_the_engine_stops_its_readers() -> None:
         page_size=10,
         seconds_per_page=0.002,
     )
-    engine = ReadingEngine(world, workers=4, page_size=10, moment=moment)
+    engine = ReadingEngine(world, workers=4, page_size=10, moment=moment, created=created)
     events = engine.read([Spec("p", "p", NOW - 365 * DAY, NOW)])
     next(events)
     before = threading.active_count()
@@ -287,7 +296,7 @@ def test_closing_the_engine_stops_its_readers() -> None:
 
 def test_a_partition_is_read_once_per_engine() -> None:
     world = FakeWorld({"p": []})
-    engine = ReadingEngine(world, workers=1, page_size=10, moment=moment)
+    engine = ReadingEngine(world, workers=1, page_size=10, moment=moment, created=created)
     with pytest.raises(ValueError, match="only once"):
         list(engine.read([Spec("p", "p", None, NOW), Spec("p", "p", None, NOW)]))
 
@@ -298,7 +307,7 @@ def test_a_prefetched_first_page_is_used_and_bounded() -> None:
     tasks = labelled(rng, 30, start=NOW - 10 * DAY, days=5)
     late = [Task(f"late-{n}", NOW + n, NOW, 0) for n in range(5)]
     world = FakeWorld({"p": tasks + late}, page_size=100)
-    engine = ReadingEngine(world, workers=2, page_size=100, moment=moment)
+    engine = ReadingEngine(world, workers=2, page_size=100, moment=moment, created=created)
     engine.prefetch("p", "p", None)
     spec = Spec("p", "p", None, NOW)
     outcome = consume(engine, world, [spec])
@@ -318,6 +327,34 @@ def test_a_server_that_ignores_the_bounds_is_read_to_the_end(order: str) -> None
         ignore_bounds=True,
     )
     specs = [Spec("p", "p", NOW - 365 * DAY, NOW)]
-    outcome = consume(ReadingEngine(world, workers=4, page_size=20, moment=moment), world, specs)
+    outcome = consume(
+        ReadingEngine(world, workers=4, page_size=20, moment=moment, created=created), world, specs
+    )
     assert_every_task_out(world, specs, outcome)
     assert world.requests < 40 * 40
+
+
+@pytest.mark.parametrize(
+    ("order", "by_time"), [("shuffled", False), ("newest-first", True), ("oldest-first", True)]
+)
+def test_a_first_page_listed_by_creation_is_planned_as_a_slice(
+    order: str, *, by_time: bool
+) -> None:
+    rng = random.Random(10)
+    world = FakeWorld(
+        {"p": labelled(rng, 2000, start=NOW - 40 * DAY, days=28)}, order=order, page_size=50
+    )
+    engine = ReadingEngine(world, workers=2, page_size=50, moment=moment, created=created)
+    told: list[bool] = []
+    page = PartitionPlan.page
+
+    def spy(plan: PartitionPlan, window: t.Any, moments: list[int], **kwargs: t.Any) -> t.Any:
+        if window.whole:
+            told.append(kwargs["by_time"])
+        return page(plan, window, moments, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PartitionPlan, "page", spy)
+        specs = [Spec("p", "p", NOW - 365 * DAY, NOW)]
+        assert_every_task_out(world, specs, consume(engine, world, specs))
+    assert told == [by_time]

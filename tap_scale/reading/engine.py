@@ -12,6 +12,7 @@ take. It knows nothing of HTTP or of the SDK: a `PageSource` gives each reader t
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import typing as t
@@ -27,6 +28,10 @@ Record = dict[str, t.Any]
 Context = t.Any
 # How often a reader blocked on a full queue checks whether the engine was closed.
 POLL_SECONDS = 0.2
+# A page lists tasks by creation where this share of its neighbouring tasks are in that order
+# (a hash shuffle puts half of them so), and it has this many pairs to tell by.
+BY_TIME = 0.9
+MIN_PAIRS = 9
 
 
 class Page(t.NamedTuple):
@@ -189,12 +194,18 @@ class ReadingEngine:
         workers: int,
         page_size: int,
         moment: Callable[[Record], int | None],
+        created: Callable[[Record], int | None] = lambda _: None,
     ) -> None:
-        """Read with `workers` readers from `source`; `moment` reads a record's `completed_at`."""
+        """Read with `workers` readers from `source`.
+
+        `moment` reads a record's `completed_at`, `created` its `created_at` (to tell whether a
+        listing follows the order tasks were created in), both in milliseconds.
+        """
         self._source = source
         self._workers = max(1, workers)
         self._page_size = page_size
         self._moment = moment
+        self._created = created
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._output: queue.Queue[Records | _WindowRead | _Failed] = queue.Queue()
@@ -226,7 +237,13 @@ class ReadingEngine:
         partitions = [
             _Partition(
                 spec,
-                PartitionPlan(spec.lo, spec.hi, workers=self._workers, page_size=self._page_size),
+                PartitionPlan(
+                    spec.lo,
+                    spec.hi,
+                    workers=self._workers,
+                    page_size=self._page_size,
+                    partitions=len(specs),
+                ),
             )
             for spec in specs
         ]
@@ -387,6 +404,16 @@ class ReadingEngine:
                 return
         yield from reader.pages(partition.spec.context, window, slot.take)
 
+    def _listed_by_time(self, records: list[Record]) -> bool:
+        """Whether a page lists its tasks in the order they were created, either way."""
+        created = [c for record in records if (c := self._created(record)) is not None]
+        pairs = list(itertools.pairwise(created))
+        if len(pairs) < MIN_PAIRS:
+            return False
+        rising = sum(a <= b for a, b in pairs)
+        falling = sum(a >= b for a, b in pairs)
+        return max(rising, falling) >= BY_TIME * len(pairs)
+
     def _read_window(self, reader: PageReader, partition: _Partition, window: Window) -> None:
         slot = _Slot(self._places, self._closed)
         pages = self._first_pages(reader, partition, window, slot)
@@ -394,9 +421,12 @@ class ReadingEngine:
         try:
             for page in pages:
                 moments = [m for record in page.records if (m := self._moment(record)) is not None]
+                by_time = window.whole and not window.pages and self._listed_by_time(page.records)
                 with self._lock:
                     idle = self._workers - self._busy
-                    verdict = partition.plan.page(window, moments, more=page.more, idle=idle)
+                    verdict = partition.plan.page(
+                        window, moments, more=page.more, idle=idle, by_time=by_time
+                    )
                     self._changed.notify_all()
                 if verdict.emit and page.records:
                     slot.take()  # a prefetched page was parsed without one

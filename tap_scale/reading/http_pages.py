@@ -29,7 +29,10 @@ if t.TYPE_CHECKING:
 Record = dict[str, t.Any]
 #: (context, after, before, next_token) -> the query of one request of a window.
 Query = t.Callable[[t.Any, "int | None", "int | None", "str | None"], "Mapping[str, t.Any]"]
-Send = t.Callable[[requests.PreparedRequest, t.Callable[[], None]], requests.Response]
+#: What the stream's retries wrap: one try of a request, by the reader sending it.
+Retried = t.Callable[
+    ["HttpPageReader", requests.PreparedRequest, t.Callable[[], None]], requests.Response
+]
 
 
 class TaskPageSource:
@@ -40,8 +43,13 @@ class TaskPageSource:
         self.url = f"{stream.url_base}{stream.path}"
         self.headers = dict(stream.request_headers())
         self.query: Query = stream.window_query
-        # The SDK types what its retries wrap as (request, context); they pass any arguments on.
-        self.decorate = t.cast("Callable[[Send], Send]", stream.request_decorator)
+        # The stream's retries, made here: around a function any reader calls with itself. The
+        # SDK types what they wrap as (request, context); they pass any arguments on.
+        decorate = t.cast("Callable[[Retried], Retried]", stream.request_decorator)
+        self.send = decorate(_send_once)
+        # Worked out once, here: whether pages keep each thread's turns as Scale sent them asks
+        # the SDK about stream maps and BATCH files.
+        _ = stream.writes_tasks_unchanged
         self.check = stream.check_answer
         self.read_body = stream.read_body
         self.parse = stream.parse_response
@@ -55,15 +63,12 @@ class TaskPageSource:
 
 
 class HttpPageReader:
-    """One reader thread's pages: its own session, its own retrying send."""
+    """One reader thread's pages: its own session, sent through the stream's retries."""
 
     def __init__(self, source: TaskPageSource) -> None:
         """Open a session of this reader's own, its requests held to the shared throttle."""
         self._source = source
         self._session = transport.mount(requests.Session(), source.throttle)
-        # The stream's retries (which statuses, how long to wait, what is logged) around this
-        # reader's own send.
-        self._send: Send = source.decorate(self._request)
 
     def pages(self, context: Context, window: Window, room: Callable[[], None]) -> Iterator[Page]:
         """The window's pages, a request each, following Scale's `next_token`s."""
@@ -93,7 +98,7 @@ class HttpPageReader:
             request = requests.Request("GET", source.url, params=params, headers=source.headers)
             prepared = self._session.prepare_request(request)
             source.progress.requested()  # once a request, however many tries it takes
-            response = self._send(prepared, room)
+            response = source.send(self, prepared, room)
             records = list(source.parse(response))
             if not records and not paginator.continue_if_empty(response):
                 yield Page(records, more=False)  # as the SDK's loop, an empty last page ends it
@@ -105,7 +110,7 @@ class HttpPageReader:
             if first_only:
                 return
 
-    def _request(
+    def send_once(
         self, prepared: requests.PreparedRequest, room: Callable[[], None]
     ) -> requests.Response:
         """Send once, check the answer, wait for room, then parse: all inside the retries."""
@@ -117,3 +122,9 @@ class HttpPageReader:
         # Parsed here, inside the retried call, a 200 whose body is cut short is a retry.
         self._source.read_body(response)
         return response
+
+
+def _send_once(
+    reader: HttpPageReader, prepared: requests.PreparedRequest, room: Callable[[], None]
+) -> requests.Response:
+    return reader.send_once(prepared, room)

@@ -59,6 +59,13 @@ from enum import Enum
 TARGET_PAGES = 4.9
 # A window estimated at more than this many target windows is cut again before it is read.
 CHAIN_PAGES = 1.5 * TARGET_PAGES
+# How much of the whole range's first cut follows its first page's spread, the rest even in
+# time: where the page is a fair sample of the range (Scale's order unrelated to time), nearly
+# all; where it is a slice (the page lists tasks by creation), half.
+SAMPLED = 0.875
+SLICED = 0.5
+# Windows a partition read with other partitions is first cut into, at least.
+MIN_INITIAL_WINDOWS = 4
 # Windows the whole range is first cut into, at least: enough that the first windows hold a few
 # pages each even in a range of a hundred pages, and that empty stretches are crossed at once.
 INITIAL_WINDOWS = 16
@@ -84,7 +91,7 @@ NARROWEST = 4
 NARROWEST_CUT = 2
 # An unbounded range (a first sync without `start_date`) is planned as if it began this many
 # times further before its sample's first task than that task is before the range's end.
-UNBOUNDED_REACH = 10
+UNBOUNDED_REACH = 2
 DAY = 86_400_000
 
 
@@ -144,10 +151,16 @@ class Verdict:
 class PartitionPlan:
     """One partition's windows, in time order, cut and re-cut as its pages are read."""
 
-    def __init__(self, lo: int | None, hi: int | None, *, workers: int, page_size: int) -> None:
-        """Plan the range [lo, hi) (None: unbounded) to be read first as one window."""
+    def __init__(
+        self, lo: int | None, hi: int | None, *, workers: int, page_size: int, partitions: int = 1
+    ) -> None:
+        """Plan the range [lo, hi) (None: unbounded) to be read first as one window.
+
+        `workers` read this partition and `partitions - 1` others at once.
+        """
         self.windows: list[Window] = [Window(lo, hi, whole=True)]
         self._workers = max(1, workers)
+        self._partitions = max(1, partitions)
         self._page_size = page_size
         self._per_window = TARGET_PAGES * page_size
         self._counted: deque[tuple[int, int, float]] = deque(maxlen=KEPT_COUNTS)
@@ -192,10 +205,13 @@ class PartitionPlan:
                 return taken
         return None
 
-    def page(self, window: Window, moments: list[int], *, more: bool, idle: int) -> Verdict:
+    def page(
+        self, window: Window, moments: list[int], *, more: bool, idle: int, by_time: bool = False
+    ) -> Verdict:
         """A page of `window` has been read; `moments` are its tasks' `completed_at`s.
 
-        `idle` is how many readers have nothing to read.
+        `idle` is how many readers have nothing to read; `by_time`, whether the page lists its
+        tasks in the order they were created (then a first page is a slice of its window).
         """
         window.pages += 1
         if window.abandoned:
@@ -203,7 +219,7 @@ class PartitionPlan:
             return Verdict(emit=False, read_on=False)
         if not self.bounds_ignored and _outside(window, moments):
             self.bounds_ignored = True
-        if window.pages == 1 and more and self._cut_up(window, moments, idle):
+        if window.pages == 1 and more and self._cut_up(window, moments, idle, by_time=by_time):
             self.set_aside += 1
             return Verdict(emit=False, read_on=False)
         window.tasks += len(moments)
@@ -352,7 +368,7 @@ class PartitionPlan:
                 best = (other.hi, other.hi - other.lo, shown)
         return None if best is None else (best[1], best[2])
 
-    def _cut_up(self, window: Window, moments: list[int], idle: int) -> bool:
+    def _cut_up(self, window: Window, moments: list[int], idle: int, *, by_time: bool) -> bool:
         """A window's first page says more follow: whether it is set aside and the window cut."""
         if not window.splittable or _spread(moments) < NARROWEST or self.bounds_ignored:
             # Its tasks share one instant, or nearly: no window would hold fewer. Or the
@@ -363,8 +379,14 @@ class PartitionPlan:
                 first = min(moments)
                 assert window.hi is not None  # noqa: S101 - only bounded windows are splittable
                 self._floor = first - max((window.hi - first) * UNBOUNDED_REACH, 30 * DAY)
-            pieces = max(INITIAL_WINDOWS, 2 * self._workers)
-            return self._replace(window, self._cuts(window, moments, pieces))
+            # Several partitions share the readers, and each window's part-full last page is a
+            # request more: the first cut is shared among them too.
+            pieces = max(INITIAL_WINDOWS, 2 * self._workers) // self._partitions
+            pieces = max(MIN_INITIAL_WINDOWS, pieces)
+            # A fair sample of the range says where nearly all of its tasks are: few windows
+            # beyond it. A slice says where the newest (or oldest) are: half the windows beyond.
+            sampled = SLICED if by_time else SAMPLED
+            return self._replace(window, self._cuts(window, moments, pieces, sampled=sampled))
         lower = len(moments) + 1
         estimate = self._estimate(window, lower)
         nothing_else = not self.has_pending
@@ -380,14 +402,16 @@ class PartitionPlan:
         cuts = self._cuts(window, moments, min(pieces, 4 * self._workers))
         return self._replace(window, cuts, joinable=False)
 
-    def _cuts(self, window: Window, sample: list[int], pieces: int) -> list[int]:
+    def _cuts(
+        self, window: Window, sample: list[int], pieces: int, *, sampled: float = SLICED
+    ) -> list[int]:
         """Where to cut `window` into `pieces`: half at the sample's quantiles, half evenly."""
         assert window.hi is not None  # noqa: S101 - only bounded windows are splittable
         lo = window.lo if window.lo is not None else self._floor
         if lo is None:
             lo = min(sample)
         hi = window.hi
-        share = _Mixture(sorted(sample), lo, hi)
+        share = _Mixture(sorted(sample), lo, hi, sampled=sampled)
         cuts: list[int] = []
         previous = lo
         for number in range(1, pieces):
@@ -422,10 +446,11 @@ class PartitionPlan:
 
 
 class _Mixture:
-    """A share of a window's tasks up to a moment: half as the sample spreads, half evenly."""
+    """A share of a window's tasks up to a moment: part as the sample spreads, the rest evenly."""
 
-    def __init__(self, sample: list[int], lo: int, hi: int) -> None:
+    def __init__(self, sample: list[int], lo: int, hi: int, *, sampled: float) -> None:
         self._lo, self._hi = lo, max(hi, lo + 1)
+        self._sampled = sampled
         # The sample's distribution drawn as straight lines between its sorted moments and the
         # window's ends, so that every moment of the window gets a share.
         self._points = [lo, *(min(max(moment, lo), hi) for moment in sample), hi]
@@ -441,7 +466,7 @@ class _Mixture:
         within = 0.0 if above <= below else (moment - below) / (above - below)
         sampled = (index + within) / (len(points) - 1)
         even = (moment - self._lo) / (self._hi - self._lo)
-        return (sampled + even) / 2
+        return self._sampled * sampled + (1 - self._sampled) * even
 
     def moment(self, share: float) -> float:
         low, high = float(self._lo), float(self._hi)

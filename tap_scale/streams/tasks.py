@@ -202,6 +202,7 @@ class TasksStream(TaskRecordsStream):
             workers=self._workers,
             page_size=int(self.config.get("page_size", 100)),
             moment=completed_millis,
+            created=created_millis,
         )
 
     @override
@@ -418,7 +419,16 @@ class _Emitter:
 
 def completed_millis(record: dict[str, t.Any]) -> int | None:
     """A task's ``completed_at`` as Scale sent it, in milliseconds; None if it has none readable."""
-    value = record.get("completed_at")
+    return _millis(record, "completed_at")
+
+
+def created_millis(record: dict[str, t.Any]) -> int | None:
+    """A task's ``created_at`` as Scale sent it, in milliseconds; None if it has none readable."""
+    return _millis(record, "created_at")
+
+
+def _millis(record: dict[str, t.Any], field: str) -> int | None:
+    value = record.get(field)
     if not isinstance(value, str):
         return None
     try:
